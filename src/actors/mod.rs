@@ -1,0 +1,6 @@
+//! Actors (actix): thin shells around plain structs that own the gateway's live state.
+
+pub mod backend;
+pub mod log_writer;
+pub mod messages;
+pub mod supervisor;

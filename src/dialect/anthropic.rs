@@ -1,0 +1,1 @@
+//! The anthropic dialect: decoding requests, encoding responses and stream translation.

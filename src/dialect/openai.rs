@@ -1,0 +1,1 @@
+//! The openai dialect: decoding requests, encoding responses and stream translation.

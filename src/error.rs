@@ -1,0 +1,308 @@
+//! One error type for the whole gateway, rendered in the dialect of the path that was called.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::dialect::Dialect;
+
+/// What went wrong, independent of how it is worded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The client sent something malformed or inconsistent.
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    /// Unknown model or path.
+    NotFound,
+    PayloadTooLarge,
+    /// A corral limit (user rate) or every upstream key is cooling down.
+    RateLimited,
+    /// No backend can take the request right now.
+    NoCapacity,
+    /// Could not connect to the upstream.
+    UpstreamConnect,
+    /// The upstream did not answer (first byte or idle gap) in time.
+    UpstreamTimeout,
+    /// The upstream answered with an error status.
+    UpstreamStatus,
+    /// The upstream answered something unreadable.
+    UpstreamProtocol,
+    /// A dependency of corral itself (database, actor) failed.
+    Internal,
+    /// corral is shutting down.
+    Draining,
+}
+
+/// Pingora-style: the error knows its kind, whether retrying elsewhere may help,
+/// the upstream status if any, and whether bytes had already reached the client.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub retryable: bool,
+    pub upstream_status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    /// The field at fault, for 400s (OpenAI's `param`).
+    pub param: Option<String>,
+}
+
+impl GatewayError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let retryable = matches!(
+            kind,
+            ErrorKind::UpstreamConnect
+                | ErrorKind::UpstreamTimeout
+                | ErrorKind::UpstreamStatus
+                | ErrorKind::UpstreamProtocol
+        );
+        Self {
+            kind,
+            message: message.into(),
+            retryable,
+            upstream_status: None,
+            retry_after: None,
+            param: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+
+    /// A 400 naming the field at fault.
+    pub fn bad_field(field: &str, message: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(ErrorKind::BadRequest, format!("{field}: {message}"));
+        e.param = Some(field.to_string());
+        e
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    pub fn unknown_model(model: &str) -> Self {
+        let mut e = Self::not_found(format!("model \"{model}\" not found"));
+        e.param = Some("model".into());
+        e
+    }
+
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    pub fn with_upstream_status(mut self, status: u16) -> Self {
+        self.upstream_status = Some(status);
+        self
+    }
+
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// The status a client sees for this error in `dialect`.
+    pub fn status(&self, dialect: Dialect) -> StatusCode {
+        match self.kind {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::NoCapacity | ErrorKind::Draining => match dialect {
+                Dialect::Anthropic => {
+                    StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+                }
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::UpstreamStatus => match self.upstream_status {
+                Some(s @ 400..=499) if s != 429 => {
+                    StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY)
+                }
+                Some(429) => StatusCode::TOO_MANY_REQUESTS,
+                Some(503) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn openai_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::PayloadTooLarge => {
+                "invalid_request_error"
+            }
+            ErrorKind::Unauthorized => "authentication_error",
+            ErrorKind::Forbidden => "permission_error",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::NoCapacity | ErrorKind::Draining => "overloaded_error",
+            _ => "server_error",
+        }
+    }
+
+    fn anthropic_type(&self, status: StatusCode) -> &'static str {
+        match status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            504 => "timeout_error",
+            529 => "overloaded_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The JSON body for this error in `dialect`.
+    pub fn body(&self, dialect: Dialect) -> serde_json::Value {
+        let status = self.status(dialect);
+        match dialect {
+            Dialect::Ollama => json!({ "error": self.message }),
+            Dialect::OpenAi => json!({ "error": {
+                "message": self.message,
+                "type": self.openai_type(),
+                "param": self.param,
+                "code": status.as_u16().to_string(),
+            }}),
+            Dialect::Anthropic => json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(status), "message": self.message },
+            }),
+        }
+    }
+
+    /// A complete HTTP response for an error before any byte went to the client.
+    pub fn response(&self, dialect: Dialect) -> HttpResponse {
+        let mut b = HttpResponse::build(self.status(dialect));
+        if let Some(after) = self.retry_after {
+            b.insert_header(("retry-after", after.as_secs().max(1).to_string()));
+        }
+        b.json(self.body(dialect))
+    }
+
+    /// The frame that ends a stream after bytes already reached the client.
+    pub fn stream_frame(&self, dialect: Dialect) -> Bytes {
+        match dialect {
+            Dialect::Ollama => {
+                let mut line = json!({ "error": self.message }).to_string();
+                line.push('\n');
+                Bytes::from(line)
+            }
+            Dialect::OpenAi => {
+                let body = json!({ "error": {
+                    "message": self.message, "type": "server_error", "param": null, "code": null,
+                }});
+                Bytes::from(format!("data: {body}\n\n"))
+            }
+            Dialect::Anthropic => {
+                let kind = match self.kind {
+                    ErrorKind::NoCapacity | ErrorKind::Draining => "overloaded_error",
+                    ErrorKind::UpstreamTimeout => "timeout_error",
+                    _ => "api_error",
+                };
+                let body =
+                    json!({"type": "error", "error": {"type": kind, "message": self.message}});
+                Bytes::from(format!("event: error\ndata: {body}\n\n"))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+/// Handlers return `Result<_, DialectError>` so `?` renders in the right dialect.
+#[derive(Debug)]
+pub struct DialectError {
+    pub dialect: Dialect,
+    pub error: GatewayError,
+}
+
+impl std::fmt::Display for DialectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for DialectError {
+    fn status_code(&self) -> StatusCode {
+        self.error.status(self.dialect)
+    }
+    fn error_response(&self) -> HttpResponse {
+        self.error.response(self.dialect)
+    }
+}
+
+impl GatewayError {
+    pub fn in_dialect(self, dialect: Dialect) -> DialectError {
+        DialectError {
+            dialect,
+            error: self,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_per_dialect() {
+        let e = GatewayError::unknown_model("nope");
+        assert_eq!(e.body(Dialect::Ollama)["error"], "model \"nope\" not found");
+        assert_eq!(
+            e.body(Dialect::OpenAi)["error"]["type"],
+            "invalid_request_error"
+        );
+        assert_eq!(
+            e.body(Dialect::Anthropic)["error"]["type"],
+            "not_found_error"
+        );
+        assert_eq!(e.status(Dialect::OpenAi), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn no_capacity_is_529_for_anthropic_only() {
+        let e = GatewayError::new(ErrorKind::NoCapacity, "no backend");
+        assert_eq!(e.status(Dialect::Anthropic).as_u16(), 529);
+        assert_eq!(e.status(Dialect::Ollama).as_u16(), 503);
+        assert_eq!(
+            e.body(Dialect::Anthropic)["error"]["type"],
+            "overloaded_error"
+        );
+    }
+
+    #[test]
+    fn stream_frames_end_streams_in_each_dialect() {
+        let e = GatewayError::new(ErrorKind::UpstreamTimeout, "idle");
+        assert_eq!(
+            &e.stream_frame(Dialect::Ollama)[..],
+            b"{\"error\":\"idle\"}\n"
+        );
+        assert!(
+            e.stream_frame(Dialect::OpenAi)
+                .starts_with(b"data: {\"error\"")
+        );
+        assert!(
+            e.stream_frame(Dialect::Anthropic)
+                .starts_with(b"event: error\n")
+        );
+    }
+}

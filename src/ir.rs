@@ -1,0 +1,1 @@
+//! The canonical chat/embedding request, response and stream events all dialects map to.

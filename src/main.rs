@@ -1,0 +1,2 @@
+//! The `corral` command line; the library does the work.
+fn main() {}

@@ -1,0 +1,5 @@
+//! Routing: where a request goes (placement, memory estimates, aliases, the `auto` classifier).
+
+pub mod classifier;
+pub mod memory;
+pub mod placer;

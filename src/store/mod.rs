@@ -1,0 +1,1 @@
+//! Persistence: users, upstream keys, request logs and usage aggregates (diesel, SQLite or Postgres).

@@ -1,0 +1,1 @@
+//! Talking to upstreams: the awc client, per-kind request building and stream readers.
