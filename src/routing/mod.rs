@@ -1,5 +1,6 @@
 //! Routing: where a request goes (placement, memory estimates, aliases, the `auto` classifier).
 
+pub mod aliases;
 pub mod classifier;
 pub mod memory;
 pub mod placer;
