@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""`make bench`: corral against a bare nginx hop and against calling `corral sim` directly,
+all in the same run, at concurrency 1, 8 and 64, non-streaming and streaming (20 chunks).
+
+Only loopback traffic; every load run is bounded by wrk's duration; every process started
+here is stopped by its PID.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORRAL = os.environ.get("CORRAL_BIN", str(ROOT / "target" / "release" / "corral"))
+DURATION = os.environ.get("BENCH_DURATION", "5s")
+CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,64").split(",")]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(url, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"bench: {url} did not come up")
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def parse_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[unit]
+
+
+def wrk(url, body, headers, conns, workdir):
+    script = workdir / "post.lua"
+    hdrs = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n' + hdrs
+    )
+    threads = min(conns, 2)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{DURATION}", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": parse_ms(lat.get("50", "")), "p99": parse_ms(lat.get("99", "")),
+            "non2xx": int(errors.group(1)) if errors else 0}
+
+
+class Procs:
+    def __init__(self):
+        self.items = []
+
+    def start(self, args, log, **kw):
+        p = subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, **kw)
+        self.items.append(p)
+        return p
+
+    def stop_all(self):
+        for p in reversed(self.items):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def main():
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        raise SystemExit("bench: needs wrk and nginx (scripts/setup.sh installs them as root)")
+    workdir = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+    procs = Procs()
+    try:
+        run(workdir, procs)
+    finally:
+        procs.stop_all()
+
+
+def run(workdir, procs):
+    sim_port, nginx_port, gw_port = free_port(), free_port(), free_port()
+    procs.start([CORRAL, "sim", "--port", str(sim_port), "--name", "bench", "--vram", "64GiB"], workdir / "sim.log")
+    wait(f"http://127.0.0.1:{sim_port}/api/version")
+
+    (workdir / "nginx.conf").write_text(f"""
+worker_processes 2;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/nginx-body;
+  proxy_temp_path {workdir}/nginx-proxy;
+  upstream sim {{ server 127.0.0.1:{sim_port}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{nginx_port};
+    location / {{
+      proxy_pass http://sim;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+""")
+    procs.start(["nginx", "-c", str(workdir / "nginx.conf"), "-e", str(workdir / "nginx-error.log")],
+                workdir / "nginx.log")
+
+    cfg = workdir / "corral.toml"
+    cfg.write_text(f"""
+[server]
+listen = "127.0.0.1:{gw_port}"
+workers = 2
+[database]
+url = "sqlite://{workdir}/bench.db"
+[[backends]]
+name = "bench"
+url = "http://127.0.0.1:{sim_port}"
+poll_interval = "2s"
+""")
+    token = None
+    users = subprocess.run([CORRAL, "--config", str(cfg), "users", "create", "bench"],
+                           capture_output=True, text=True, cwd=workdir)
+    if users.returncode == 0:
+        token = next((w for w in users.stdout.split() if w.startswith("crl_")), None)
+    gw = procs.start([CORRAL, "--config", str(cfg), "serve"], workdir / "corral.log", cwd=workdir)
+    wait(f"http://127.0.0.1:{gw_port}/ready")
+    wait(f"http://127.0.0.1:{nginx_port}/api/version")
+    time.sleep(0.5)
+    idle_rss = rss_kib(gw.pid)
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    targets = {
+        "direct": f"http://127.0.0.1:{sim_port}",
+        "nginx": f"http://127.0.0.1:{nginx_port}",
+        "corral": f"http://127.0.0.1:{gw_port}",
+    }
+    prompt = "[[tokens=20]] benchmark"
+    chat = {"model": "qwen3:8b", "messages": [{"role": "user", "content": prompt}]}
+    anthropic = {"model": "qwen3:8b", "max_tokens": 64, "stream": True,
+                 "messages": [{"role": "user", "content": prompt}]}
+    rows = [
+        ("ollama non-stream", "/api/chat", {**chat, "stream": False}, ["direct", "nginx", "corral"]),
+        ("ollama stream 20", "/api/chat", {**chat, "stream": True}, ["direct", "nginx", "corral"]),
+    ]
+    if supports(f"{targets['corral']}/v1/messages", anthropic, headers):
+        rows.append(("anthropic SSE 20", "/v1/messages", anthropic, ["corral"]))
+    # Warm every path once so connection pools exist.
+    for target in targets.values():
+        try:
+            post(f"{target}/api/chat", {**chat, "stream": False}, headers)
+        except Exception:
+            pass
+
+    results = {}
+    peak_rss = idle_rss
+    for name, path, body, who in rows:
+        for c in CONCURRENCY:
+            for t in who:
+                h = headers if t == "corral" else {}
+                results[(name, c, t)] = wrk(targets[t] + path, json.dumps(body), h, c, workdir)
+                if t == "corral":
+                    peak_rss = max(peak_rss, rss_kib(gw.pid))
+    report(results, rows, idle_rss, peak_rss)
+
+
+def supports(url, body, headers):
+    try:
+        post(url, body, headers)
+        return True
+    except Exception:
+        return False
+
+
+def post(url, body, headers):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **headers})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read()
+
+
+def report(results, rows, idle_rss, peak_rss):
+    print()
+    print(f"{'workload':<20} {'c':>3} {'target':<7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'+p50 ms':>8} {'non2xx':>6}")
+    for name, _, _, who in rows:
+        for c in CONCURRENCY:
+            base = results.get((name, c, "direct"))
+            for t in who:
+                r = results[(name, c, t)]
+                added = r["p50"] - base["p50"] if base else float("nan")
+                print(f"{name:<20} {c:>3} {t:<7} {r['rps']:>9.0f} {r['p50']:>8.3f} {r['p99']:>8.3f} "
+                      f"{added:>8.3f} {r['non2xx']:>6}")
+    print()
+    print("corral vs nginx (same run):")
+    for name, _, _, who in rows:
+        if "nginx" not in who:
+            continue
+        for c in CONCURRENCY:
+            d, n, g = (results[(name, c, t)] for t in ("direct", "nginx", "corral"))
+            n_add, g_add = n["p50"] - d["p50"], g["p50"] - d["p50"]
+            ratio_add = g_add / n_add if n_add > 0 else float("inf")
+            print(f"  {name:<20} c={c:<3} throughput corral/nginx = {g['rps'] / n['rps']:.2f}   "
+                  f"added p50 corral {g_add:.3f} ms vs nginx {n_add:.3f} ms (x{ratio_add:.2f})")
+    if any(n == "anthropic SSE 20" for n, *_ in rows):
+        for c in CONCURRENCY:
+            o, a = results[("ollama stream 20", c, "corral")], results[("anthropic SSE 20", c, "corral")]
+            print(f"  translation NDJSON->Anthropic SSE c={c:<3} p50 {a['p50'] - o['p50']:+.3f} ms "
+                  f"vs Ollama passthrough")
+    print(f"corral RSS: idle {idle_rss / 1024:.1f} MiB, under load {peak_rss / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
