@@ -98,7 +98,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub gateway: web::Data<Gateway>,
     pub handle: ServerHandle,
-    server: Option<actix_web::dev::Server>,
+    task: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
@@ -108,8 +108,8 @@ impl Running {
 
     /// Serves until the server stops (after `shutdown`).
     pub async fn wait(mut self) -> std::io::Result<()> {
-        match self.server.take() {
-            Some(s) => s.await,
+        match self.task.take() {
+            Some(t) => t.await.map_err(std::io::Error::other)?,
             None => Ok(()),
         }
     }
@@ -122,7 +122,8 @@ impl Running {
     }
 }
 
-/// Binds `listen` (port 0 = any) and starts serving in the current actix system.
+/// Binds `listen` (port 0 = any) and starts serving in the current actix system;
+/// returns at once.
 pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
     let grace = config.server.shutdown_grace;
     let workers = config.server.workers;
@@ -142,10 +143,11 @@ pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
     }
     let server = server.run();
     let handle = server.handle();
+    let task = actix_web::rt::spawn(server);
     Ok(Running {
         addr,
         gateway,
         handle,
-        server: Some(server),
+        task: Some(task),
     })
 }
