@@ -1,0 +1,1 @@
+//! Tests of the sim over real loopback HTTP.
