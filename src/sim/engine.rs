@@ -391,7 +391,9 @@ pub fn drive<F: Framer>(
             }
             Ending::Truncate => {
                 guard.finish();
-                // An error from the body makes actix drop the connection mid-chunk.
+                // Let the frames so far reach the socket first: an error from the body makes
+                // actix drop the connection at once, even before the head is written.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 yield Err(actix_web::error::ErrorInternalServerError("simulated truncation"));
             }
             Ending::Hang => {
@@ -437,13 +439,11 @@ pub async fn finish_unary(
         }
         Ending::Truncate => {
             guard.finish();
-            let partial = Bytes::from_static(b"{\"model\":\"");
-            let body = futures_util::stream::iter([
-                Ok(partial),
-                Err(actix_web::error::ErrorInternalServerError(
-                    "simulated truncation",
-                )),
-            ]);
+            let body = async_stream::stream! {
+                yield Ok(Bytes::from_static(b"{\"model\":\""));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                yield Err(actix_web::error::ErrorInternalServerError("simulated truncation"));
+            };
             HttpResponse::Ok()
                 .content_type("application/json; charset=utf-8")
                 .streaming(body)
