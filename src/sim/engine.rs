@@ -303,7 +303,10 @@ pub async fn start(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let thinking = spec.has("thinking") && req.think != Some(false) && task != Task::Embed;
+    // gpt-oss cannot turn reasoning off: it ignores `think: false` and reasons anyway.
+    let thinking = spec.has("thinking")
+        && task != Task::Embed
+        && (req.think != Some(false) || spec.family == "gptoss");
     let plan = script::plan(
         req,
         &directives,

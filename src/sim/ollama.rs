@@ -79,6 +79,15 @@ fn options(body: &Value) -> (Option<i64>, Option<u64>) {
     (num_predict, num_ctx)
 }
 
+/// Ollama's `format`: `"json"` or a schema object; anything else (`""`, null) means none.
+fn format_of(value: Option<&Value>) -> Option<Value> {
+    match value? {
+        Value::String(s) if s == "json" => Some(Value::String(s.clone())),
+        v @ Value::Object(_) => Some(v.clone()),
+        _ => None,
+    }
+}
+
 fn stream_flag(body: &Value) -> bool {
     // `stream` is a pointer in Ollama's Go types: absent means true.
     body.get("stream").and_then(Value::as_bool).unwrap_or(true)
@@ -125,6 +134,7 @@ fn chat_request(body: &Value) -> Result<GenRequest, SimError> {
         think: script::parse_think(body.get("think")),
         keep_alive: body.get("keep_alive").cloned(),
         prompt_bytes: bytes,
+        format: format_of(body.get("format")),
     })
 }
 
@@ -149,6 +159,7 @@ fn generate_request(body: &Value) -> Result<GenRequest, SimError> {
         num_ctx,
         think: script::parse_think(body.get("think")),
         keep_alive: body.get("keep_alive").cloned(),
+        format: format_of(body.get("format")),
     })
 }
 

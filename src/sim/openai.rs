@@ -74,6 +74,16 @@ fn think_of(body: &Value) -> Option<bool> {
     Some(effort != "none")
 }
 
+/// `response_format` as Ollama's `format`: `json_object` → `"json"`, `json_schema` → its schema.
+fn response_format(body: &Value) -> Option<Value> {
+    let format = body.get("response_format")?;
+    match format.get("type").and_then(Value::as_str)? {
+        "json_object" => Some(json!("json")),
+        "json_schema" => format.pointer("/json_schema/schema").cloned(),
+        _ => None,
+    }
+}
+
 fn num_predict(body: &Value) -> Option<i64> {
     body.get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
@@ -121,6 +131,7 @@ fn chat_request(body: &Value) -> Result<GenRequest, SimError> {
         num_predict: num_predict(body),
         think: think_of(body),
         prompt_bytes,
+        format: response_format(body),
         ..GenRequest::default()
     })
 }

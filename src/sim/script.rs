@@ -102,6 +102,8 @@ pub struct GenRequest {
     pub keep_alive: Option<Value>,
     /// Bytes of everything the model would read; prompt tokens are estimated from it.
     pub prompt_bytes: usize,
+    /// Structured output: `"json"` or a JSON Schema; the answer is then JSON text.
+    pub format: Option<Value>,
 }
 
 impl GenRequest {
@@ -294,7 +296,10 @@ pub fn plan(
             n = limit;
             done_reason = "length";
         }
-        let text = content_tokens(req.last_user_text(), n as usize, directives.unicode);
+        let text = match &req.format {
+            Some(format) if directives.tokens.is_none() => json_tokens(format),
+            _ => content_tokens(req.last_user_text(), n as usize, directives.unicode),
+        };
         eval_count += text.len() as u64;
         pieces.extend(text.into_iter().map(Piece::Content));
     }
@@ -362,6 +367,18 @@ pub fn content_tokens(prompt: &str, n: usize, unicode: bool) -> Vec<String> {
         }
     }
     out
+}
+
+/// Structured output: a value matching the schema (or a small object for `"json"`),
+/// serialized and cut into token-sized pieces.
+fn json_tokens(format: &Value) -> Vec<String> {
+    let value = match format {
+        Value::Object(_) => fill_schema(format, 0),
+        _ => json!({"answer": "example"}),
+    };
+    let text = value.to_string();
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(6).map(|c| c.iter().collect()).collect()
 }
 
 fn seed(bytes: &[u8]) -> u64 {
@@ -549,6 +566,23 @@ mod tests {
         });
         let p = plan(&r, &Directives::default(), false, 20, 0, false);
         assert!(!p.has_tool_calls());
+    }
+
+    #[test]
+    fn format_gives_json_matching_the_schema() {
+        let mut r = req("give me a person");
+        r.format = Some(json!({"type": "object", "required": ["name", "age"],
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}));
+        let p = plan(&r, &Directives::default(), false, 20, 0, false);
+        let v: Value = serde_json::from_str(&p.text()).unwrap();
+        assert_eq!(v, json!({"name": "example", "age": 1}));
+        r.format = Some(json!("json"));
+        let p = plan(&r, &Directives::default(), false, 20, 0, false);
+        assert!(
+            serde_json::from_str::<Value>(&p.text())
+                .unwrap()
+                .is_object()
+        );
     }
 
     #[test]

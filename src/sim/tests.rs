@@ -778,3 +778,26 @@ async fn serve_for_python() {
     tokio::time::sleep(Duration::from_secs(secs)).await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_inside_a_plain_tokio_runtime() {
+    let s = sim(SimArgs::default()).await;
+    let raw = raw_post(s.addr, "/api/show", &json!({"model": "qwen3:8b"})).await;
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
+    s.stop().await;
+}
+
+#[actix_web::test]
+async fn structured_output_is_json() {
+    let s = sim(SimArgs::default()).await;
+    let (_, _, body) = post(
+        &format!("{}/api/chat", s.url()),
+        &json!({"model": "llama3.1:8b", "stream": false, "format": "json",
+                "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let content: Value = serde_json::from_str(v["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(content.is_object());
+    s.stop().await;
+}
