@@ -801,3 +801,56 @@ async fn structured_output_is_json() {
     assert!(content.is_object());
     s.stop().await;
 }
+
+#[actix_web::test]
+async fn stop_is_prompt_with_hung_streams() {
+    let s = sim(SimArgs::default()).await;
+    let url = format!("{}/api/chat", s.url());
+    let pending = actix_web::rt::spawn(async move {
+        let _ = client()
+            .post(&url)
+            .send_json(&chat_body("llama3.1:8b", "[[hang]]"))
+            .await;
+    });
+    let state = s.state.clone();
+    eventually("hung request open", || state.open_streams() == 1).await;
+    let started = Instant::now();
+    s.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    pending.abort();
+}
+
+#[test]
+fn cli_flags_parse() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+    let cli = Cli::parse_from([
+        "sim",
+        "--models",
+        "qwen3:8b,big=40GiB",
+        "--vram",
+        "80GiB",
+        "--budget-window",
+        "5m",
+        "--require-key",
+        "a",
+        "--require-key",
+        "b",
+        "--limit-mode",
+        "weekly",
+    ]);
+    assert_eq!(cli.sim.models, vec!["qwen3:8b", "big=40GiB"]);
+    assert_eq!(cli.sim.vram.as_u64(), 80 << 30);
+    assert_eq!(*cli.sim.budget_window, Duration::from_secs(300));
+    assert_eq!(cli.sim.require_key.len(), 2);
+    let defaults = Cli::parse_from(["sim"]).sim;
+    assert_eq!(defaults.port, 11434);
+    assert_eq!(defaults.vram.as_u64(), 24 << 30);
+    let state = cli.sim.build_state().unwrap();
+    assert_eq!(state.knobs().limit_mode, LimitMode::Weekly);
+    assert_eq!(state.catalogue().len(), 2);
+}
