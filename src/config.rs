@@ -347,7 +347,7 @@ impl Config {
             bad("database.pool_size".into(), "must be at least 1".into());
         }
         let r = &self.redis.url;
-        if !r.is_empty() && !(r.starts_with("redis://") || r.starts_with("rediss://")) {
+        if !(r.is_empty() || r.starts_with("redis://") || r.starts_with("rediss://")) {
             bad(
                 "redis.url".into(),
                 "must be empty or start with redis:// or rediss://".into(),
@@ -410,7 +410,7 @@ impl Config {
                 );
             }
         }
-        for (glob, _) in &rt.aliases {
+        for glob in rt.aliases.keys() {
             if let Err(e) = globset::Glob::new(glob) {
                 bad(format!("routing.aliases.{glob}"), format!("bad glob: {e}"));
             }

@@ -5,6 +5,7 @@ pub mod actors;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod dialect;
 pub mod error;
 pub mod ir;
@@ -72,6 +73,11 @@ impl Gateway {
     }
 }
 
+/// A fresh admin token for `corral demo`, once users exist in the store.
+pub fn demo_admin_token(_cfg: &Config) -> Result<Option<String>, String> {
+    Ok(None)
+}
+
 /// The actix application for one worker: shared state plus a per-worker upstream client.
 pub fn app(
     gw: web::Data<Gateway>,
@@ -137,6 +143,8 @@ pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
     let mut server = HttpServer::new(move || app(data.clone()))
         .listen(listener)?
         .disable_signals()
+        // A client that closes its side cancels its request, so the upstream one stops too.
+        .h1_allow_half_closed(false)
         .shutdown_timeout(grace.as_secs().max(1));
     if workers > 0 {
         server = server.workers(workers);

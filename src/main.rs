@@ -30,6 +30,13 @@ enum Command {
     },
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// A gateway in front of a simulated fleet, zero setup.
+    Demo {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// A simulated Ollama server.
+    Sim(corral::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,10 +52,22 @@ fn main() -> ExitCode {
             }
             Err(e) => usage_error(e),
         },
+        Command::Demo { port } => block_on(corral::demo::run(port, wait_for_signal())),
+        Command::Sim(args) => block_on(corral::sim::run(args)),
         Command::Serve { listen } => match load() {
             Ok(cfg) => run_server(cfg, listen),
             Err(e) => usage_error(e),
         },
+    }
+}
+
+fn block_on(fut: impl std::future::Future<Output = std::io::Result<()>>) -> ExitCode {
+    match actix_web::rt::System::new().block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

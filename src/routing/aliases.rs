@@ -30,7 +30,7 @@ impl Aliases {
                 exact.insert(pattern.clone(), target);
             }
         }
-        globs.sort_by(|a, b| b.0.cmp(&a.0));
+        globs.sort_by_key(|g| std::cmp::Reverse(g.0));
         Aliases {
             exact,
             globs: globs.into_iter().map(|(_, g, t)| (g, t)).collect(),

@@ -1,2 +1,3 @@
 //! Integration tests: one binary, one module per area, against `corral sim` upstreams.
+mod proxy;
 mod sim;

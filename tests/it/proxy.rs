@@ -18,7 +18,9 @@ pub fn sim_args(name: &str, vram: &str) -> SimArgs {
 }
 
 pub async fn sim(name: &str, vram: &str) -> SimHandle {
-    corral::sim::start(sim_args(name, vram)).await.expect("sim starts")
+    corral::sim::start(sim_args(name, vram))
+        .await
+        .expect("sim starts")
 }
 
 /// A config with one backend per sim, in the given priority tiers.
@@ -44,9 +46,14 @@ pub fn config_for(backends: &[(&SimHandle, &str, u32, Option<&str>)], extra: &st
 }
 
 pub async fn gateway(cfg: Config) -> corral::Running {
-    let running = corral::serve(cfg, "127.0.0.1:0").await.expect("gateway starts");
+    let running = corral::serve(cfg, "127.0.0.1:0")
+        .await
+        .expect("gateway starts");
     let fleet = running.gateway.fleet.clone();
-    assert!(fleet.wait_ready(Duration::from_secs(10)).await, "backends polled");
+    assert!(
+        fleet.wait_ready(Duration::from_secs(10)).await,
+        "backends polled"
+    );
     running
 }
 
@@ -85,7 +92,10 @@ async fn assert_released(running: &corral::Running) {
         if inflight == 0 && reserved == 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "leases not released: inflight={inflight} reserved={reserved}");
+        assert!(
+            Instant::now() < deadline,
+            "leases not released: inflight={inflight} reserved={reserved}"
+        );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -110,7 +120,10 @@ async fn too_big_models_never_go_to_small_backends() {
     let small = sim("small", "8GiB").await;
     let big = sim("big", "64GiB").await;
     let gw = gateway(config_for(
-        &[(&small, "small", 1, Some("8GiB")), (&big, "big", 2, Some("64GiB"))],
+        &[
+            (&small, "small", 1, Some("8GiB")),
+            (&big, "big", 2, Some("64GiB")),
+        ],
         "",
     ))
     .await;
@@ -174,7 +187,12 @@ async fn out_of_memory_moves_the_request() {
 async fn mid_stream_failure_ends_with_error_line() {
     let a = sim("a", "24GiB").await;
     let gw = gateway(config_for(&[(&a, "a", 1, None)], "")).await;
-    for directive in ["[[fail_mid]]", "[[truncate]]", "[[garbage]]", "[[hang_mid]]"] {
+    for directive in [
+        "[[fail_mid]]",
+        "[[truncate]]",
+        "[[garbage]]",
+        "[[hang_mid]]",
+    ] {
         let (status, _, last, text) = chat(&gw.url(), "qwen3:8b", directive, true).await;
         assert_eq!(status, 200, "{directive}");
         assert!(last.get("error").is_some(), "{directive}: {text}");
@@ -215,7 +233,11 @@ async fn client_disconnect_cancels_upstream_and_releases() {
     while a.state.open_streams() > 0 && Instant::now() < deadline {
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(a.state.open_streams(), 0, "upstream not cancelled within 1 s");
+    assert_eq!(
+        a.state.open_streams(),
+        0,
+        "upstream not cancelled within 1 s"
+    );
     assert_released(&gw).await;
 }
 
@@ -233,7 +255,11 @@ async fn dead_backend_gives_clear_errors() {
     let (status, _, body, _) = chat(&gw.url(), "qwen3:8b", "hi", false).await;
     assert!(matches!(status, 404 | 502 | 503), "{status} {body}");
     assert!(body.get("error").is_some());
-    let mut ready = client().get(format!("{}/ready", gw.url())).send().await.expect("ready");
+    let mut ready = client()
+        .get(format!("{}/ready", gw.url()))
+        .send()
+        .await
+        .expect("ready");
     assert_eq!(ready.status().as_u16(), 503);
     let _ = ready.body().await;
 }
