@@ -52,24 +52,29 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::{App, http::StatusCode, test};
+    use actix_web::{App, http::StatusCode, test as web_test};
 
     #[actix_web::test]
     async fn serves_the_embedded_page_and_assets_without_auth() {
-        let app = test::init_service(App::new().configure(configure)).await;
+        let app = web_test::init_service(App::new().configure(configure)).await;
         for (path, kind, needle) in [
             ("/dashboard", "text/html", "login-form"),
             ("/dashboard/", "text/html", "login-form"),
             ("/dashboard/app.js", "text/javascript", "sessionStorage"),
             ("/dashboard/app.css", "text/css", "--bg"),
         ] {
-            let res = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+            let res =
+                web_test::call_service(&app, web_test::TestRequest::get().uri(path).to_request())
+                    .await;
             assert_eq!(res.status(), StatusCode::OK, "{path}");
             let ct = res.headers().get(header::CONTENT_TYPE).cloned();
             let csp = res.headers().get(header::CONTENT_SECURITY_POLICY).cloned();
-            let body = test::read_body(res).await;
+            let body = web_test::read_body(res).await;
             let body = String::from_utf8_lossy(&body);
-            assert!(ct.is_some_and(|v| v.to_str().unwrap_or("").starts_with(kind)), "{path}");
+            assert!(
+                ct.is_some_and(|v| v.to_str().unwrap_or("").starts_with(kind)),
+                "{path}"
+            );
             assert!(csp.is_some(), "{path} has a CSP");
             assert!(body.contains(needle), "{path} contains {needle}");
         }
@@ -81,7 +86,10 @@ mod tests {
             // The SVG namespace URI is an identifier, not a fetch.
             let stripped = text.replace("http://www.w3.org/2000/svg", "");
             assert!(!stripped.contains("http://") && !stripped.contains("https://"));
-            assert!(!stripped.contains("@import"), "no external stylesheets or fonts");
+            assert!(
+                !stripped.contains("@import"),
+                "no external stylesheets or fonts"
+            );
         }
     }
 }
