@@ -109,6 +109,7 @@ pub fn with_served_headers(resp: &mut HttpResponseBuilder, served: &forward::Ser
 /// Every route of the gateway.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+    dashboard::configure(cfg);
     ollama::configure(cfg);
 }
 
