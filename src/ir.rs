@@ -395,7 +395,10 @@ pub enum StreamEvent {
     /// A complete call; streams deliver each call whole, arguments a JSON object.
     ToolCall(ToolCall),
     /// The last event of a successful stream.
-    Done { stop: StopReason, usage: Usage },
+    Done {
+        stop: StopReason,
+        usage: Usage,
+    },
 }
 
 /// A model as listed by `/v1/models`.
@@ -543,7 +546,10 @@ mod tests {
         assert!(a.id.starts_with("call_"));
         assert_eq!(l.resolve(Some("x"), None), Some(("x".into(), "b".into())));
         assert_eq!(l.resolve(Some("nope"), None), None);
-        assert_eq!(l.resolve(None, Some("zzz")), Some((a.id.clone(), "a".into())));
+        assert_eq!(
+            l.resolve(None, Some("zzz")),
+            Some((a.id.clone(), "a".into()))
+        );
         assert_eq!(l.resolve(None, None), None);
     }
 }
