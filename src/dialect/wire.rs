@@ -21,14 +21,6 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Obj, GatewayError> {
     }
 }
 
-/// Parses an upstream body that must be a JSON object.
-pub(crate) fn parse_upstream(body: &[u8]) -> Result<Obj, GatewayError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(protocol("upstream sent a body that is not a JSON object")),
-    }
-}
-
 pub(crate) fn protocol(msg: impl Into<String>) -> GatewayError {
     GatewayError::new(ErrorKind::UpstreamProtocol, msg)
 }
