@@ -970,12 +970,16 @@ struct BlockDelta<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum Delta<'a> {
-    TextDelta { text: &'a str },
-    ThinkingDelta { thinking: &'a str },
-    SignatureDelta { signature: &'a str },
-    InputJsonDelta { partial_json: &'a str },
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
 }
 
 #[derive(Serialize)]
@@ -1048,15 +1052,15 @@ impl StreamWriter {
         match ev {
             StreamEvent::TextDelta(t) if !t.is_empty() => {
                 let i = self.ensure_open(&mut out, false);
-                out.push(delta(i, Delta::TextDelta { text: t }));
+                out.push(delta(i, Delta::Text { text: t }));
             }
             StreamEvent::ThinkingDelta(t) if !t.is_empty() => {
                 let i = self.ensure_open(&mut out, true);
-                out.push(delta(i, Delta::ThinkingDelta { thinking: t }));
+                out.push(delta(i, Delta::Thinking { thinking: t }));
             }
             StreamEvent::ThinkingSignature(s) => {
                 if let Open::Thinking(i) = self.open {
-                    out.push(delta(i, Delta::SignatureDelta { signature: s }));
+                    out.push(delta(i, Delta::Signature { signature: s }));
                 }
             }
             StreamEvent::ToolCall(c) => {
@@ -1082,7 +1086,7 @@ impl StreamWriter {
                 let json = wire::to_string(&c.arguments);
                 out.push(delta(
                     i,
-                    Delta::InputJsonDelta {
+                    Delta::InputJson {
                         partial_json: &json,
                     },
                 ));

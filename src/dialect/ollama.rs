@@ -555,19 +555,21 @@ impl Frame {
         }
     }
 
-    fn thinking(&self) -> Option<&str> {
+    /// Moves the thinking text out (chat `message.thinking` or generate `thinking`).
+    fn take_thinking(&mut self) -> Option<String> {
         self.message
-            .as_ref()
-            .and_then(|m| m.thinking.as_deref())
-            .or(self.thinking.as_deref())
+            .as_mut()
+            .and_then(|m| m.thinking.take())
+            .or_else(|| self.thinking.take())
             .filter(|t| !t.is_empty())
     }
 
-    fn text(&self) -> Option<&str> {
+    /// Moves the answer text out (chat `message.content` or generate `response`).
+    fn take_text(&mut self) -> Option<String> {
         self.message
-            .as_ref()
-            .and_then(|m| m.content.as_deref())
-            .or(self.response.as_deref())
+            .as_mut()
+            .and_then(|m| m.content.take())
+            .or_else(|| self.response.take())
             .filter(|t| !t.is_empty())
     }
 
@@ -614,11 +616,11 @@ pub fn parse_frame(line: &[u8]) -> Result<Vec<StreamEvent>, GatewayError> {
     }
     let mut f = Frame::parse(line)?;
     let mut out = Vec::new();
-    if let Some(t) = f.thinking() {
-        out.push(StreamEvent::ThinkingDelta(t.to_string()));
+    if let Some(t) = f.take_thinking() {
+        out.push(StreamEvent::ThinkingDelta(t));
     }
-    if let Some(t) = f.text() {
-        out.push(StreamEvent::TextDelta(t.to_string()));
+    if let Some(t) = f.take_text() {
+        out.push(StreamEvent::TextDelta(t));
     }
     out.extend(f.take_calls()?.into_iter().map(StreamEvent::ToolCall));
     if f.done {
@@ -639,8 +641,8 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, GatewayError> {
         s => s,
     };
     Ok(ChatResponse {
-        text: f.text().unwrap_or_default().to_string(),
-        thinking: f.thinking().unwrap_or_default().to_string(),
+        text: f.take_text().unwrap_or_default(),
+        thinking: f.take_thinking().unwrap_or_default(),
         thinking_signature: None,
         tool_calls,
         stop,

@@ -408,8 +408,10 @@ fn check_openai(bytes: &[u8], want: &Expect) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Parses an Ollama client stream: (text, calls (name, args), error line seen).
-fn read_ollama(bytes: &[u8]) -> Result<(String, Vec<(String, Value)>, bool), TestCaseError> {
+/// An Ollama client stream read back: text, calls (name, args), error line seen.
+type OllamaSeen = (String, Vec<(String, Value)>, bool);
+
+fn read_ollama(bytes: &[u8]) -> Result<OllamaSeen, TestCaseError> {
     prop_assert!(!ollama::needs_escape(bytes), "U+2028/2029/0085 escaped");
     prop_assert!(bytes.is_empty() || bytes.ends_with(b"\n"));
     let mut text = String::new();
