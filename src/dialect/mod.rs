@@ -3,6 +3,10 @@
 pub mod anthropic;
 pub mod ollama;
 pub mod openai;
+pub mod sse;
+#[cfg(test)]
+mod stream_props;
+mod wire;
 
 /// The wire dialect of the endpoint a client called; errors are answered in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
