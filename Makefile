@@ -27,7 +27,7 @@ pytests:
 	CORRAL_BIN=$(CURDIR)/target/debug/corral $(PY) -m pytest -q -p no:cacheprovider tests/py
 
 ops:
-	bash tests/ops/run.sh
+	SCREENSHOT_DIR=$(CURDIR)/target/screenshots bash tests/ops/run.sh
 
 bench:
 	bash scripts/bench.sh

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod anthropic;
+pub mod chat;
 pub mod dashboard;
 pub mod forward;
 pub mod health;
@@ -111,6 +112,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     dashboard::configure(cfg);
     ollama::configure(cfg);
+    openai::configure(cfg);
+    anthropic::configure(cfg);
 }
 
 /// Unknown paths: 404 in the dialect the path suggests.

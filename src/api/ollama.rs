@@ -10,12 +10,16 @@ use serde_json::{Value, json};
 
 use crate::Gateway;
 use crate::actors::supervisor::BackendInfo;
+use crate::actors::supervisor::FailureReason;
+use crate::api::chat::{self, ClientWriter, Lazy};
 use crate::api::forward::{self, Ctx, Relay, Tally};
 use crate::api::{self as api, with_served_headers};
 use crate::config::BackendKind;
 use crate::dialect::Dialect;
+use crate::dialect::ollama;
 use crate::dialect::ollama::{ndjson_line, needs_escape};
 use crate::error::{DialectError, ErrorKind, GatewayError};
+use crate::ir::{ChatRequest, EmbedRequest};
 use crate::upstream::lines::LineSplitter;
 use crate::upstream::{Call, UpstreamClients};
 
@@ -183,21 +187,25 @@ async fn generation(
     let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
     ctx.requested_model = requested.clone();
     let target = gw.aliases.resolve(&requested).to_string();
+    // Decoded only if a backend of another dialect is chosen.
+    let canonical: Lazy<Canonical> = Lazy::default();
+    let decode = || Canonical::decode(path, &body);
     let build = |backend: &BackendInfo, served: &str| -> Result<Call, GatewayError> {
-        if backend.config.kind != BackendKind::Ollama {
-            return Err(GatewayError::new(
-                ErrorKind::BadRequest,
-                format!(
-                    "backend {} speaks another dialect; not yet translated",
-                    backend.name
-                ),
-            ));
+        match (backend.config.kind, canonical.get(decode)?) {
+            (BackendKind::Ollama, _) => Ok(Call::post_json(
+                path,
+                passthrough_body(&body, &requested, served)?,
+            )),
+            (_, Canonical::Chat(chat)) => Ok(chat::chat_call(backend, served, chat, &req)),
+            (_, Canonical::Embed(e)) => chat::embed_call(backend, served, e),
+            (_, Canonical::Show) => Err(GatewayError::internal("show is answered locally")),
         }
-        Ok(Call::post_json(
-            path,
-            passthrough_body(&body, &requested, served)?,
-        ))
     };
+    if path == "/api/show" && !gw.fleet.backends().is_empty() {
+        if let Some(resp) = show_configured(&gw, &target, &requested) {
+            return Ok(resp);
+        }
+    }
     let mut tally = Tally::new(gw.clone(), ctx);
     let mut served = match forward::open(&gw, &clients, &target, &build).await {
         Ok(s) => s,
@@ -206,22 +214,27 @@ async fn generation(
             return Err(err(e));
         }
     };
+    if served.backend().config.kind != BackendKind::Ollama {
+        return translated(
+            served,
+            tally,
+            canonical.get(decode).map_err(err)?,
+            &requested,
+            stream,
+        )
+        .await;
+    }
     let rewrite = (served.model != requested).then(|| requested.clone());
     if stream {
         let relay = Box::new(OllamaRelay::new(rewrite));
-        let mut resp = HttpResponse::Ok();
-        resp.content_type("application/x-ndjson");
-        with_served_headers(&mut resp, &served);
-        return Ok(resp.streaming(forward::relay_stream(served, relay, tally)));
+        return Ok(chat::stream_response(served, relay, tally, Dialect::Ollama));
     }
     tally.served(&served);
     let bytes = match forward::collect(&mut served, MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
             tally.fail(e.status(Dialect::Ollama).as_u16(), &e);
-            served
-                .lease
-                .failed(crate::actors::supervisor::FailureReason::Protocol);
+            served.lease.failed(FailureReason::Protocol);
             return Err(err(e));
         }
     };
@@ -235,6 +248,86 @@ async fn generation(
     resp.content_type("application/json; charset=utf-8");
     with_served_headers(&mut resp, &served);
     Ok(resp.body(bytes))
+}
+
+/// An Ollama request in canonical form, for upstreams of another dialect.
+enum Canonical {
+    Chat(Box<ChatRequest>),
+    Embed(EmbedRequest),
+    Show,
+}
+
+impl Canonical {
+    fn decode(path: &str, body: &[u8]) -> Result<Canonical, GatewayError> {
+        Ok(match path {
+            "/api/chat" => Canonical::Chat(Box::new(ollama::decode_chat(body)?)),
+            "/api/generate" => Canonical::Chat(Box::new(ollama::decode_generate(body)?)),
+            "/api/embed" | "/api/embeddings" => Canonical::Embed(ollama::decode_embed(body)?),
+            _ => Canonical::Show,
+        })
+    }
+}
+
+/// An answer from an OpenAI or Anthropic upstream, written as Ollama would.
+async fn translated(
+    served: forward::Served,
+    mut tally: Tally,
+    canonical: &Canonical,
+    requested: &str,
+    stream: bool,
+) -> Result<HttpResponse, DialectError> {
+    match canonical {
+        Canonical::Chat(c) if stream => {
+            let writer = ClientWriter::Ollama(ollama::StreamWriter::new(requested, !c.completion));
+            let relay = Box::new(chat::TranslateRelay::new(
+                served.backend().config.kind,
+                writer,
+            ));
+            Ok(chat::stream_response(served, relay, tally, Dialect::Ollama))
+        }
+        Canonical::Chat(c) => {
+            let (resp, served) = chat::whole(served, &mut tally, chat::parse_chat_response)
+                .await
+                .map_err(err)?;
+            tally.tokens = Some((resp.usage.input, resp.usage.output));
+            let mut out = HttpResponse::Ok();
+            with_served_headers(&mut out, &served);
+            Ok(out.json(ollama::encode_response(&resp, requested, !c.completion)))
+        }
+        Canonical::Embed(e) => {
+            let parse = |_, b: &[u8]| crate::dialect::openai::parse_embeddings_response(b);
+            let (resp, served) = chat::whole(served, &mut tally, parse).await.map_err(err)?;
+            tally.tokens = Some((resp.input_tokens, 0));
+            let mut out = HttpResponse::Ok();
+            with_served_headers(&mut out, &served);
+            Ok(out.json(ollama::encode_embed_response(&resp, requested, e.legacy)))
+        }
+        Canonical::Show => Err(err(GatewayError::internal("show is answered locally"))),
+    }
+}
+
+/// `/api/show` for models only upstreams of another dialect serve: a faithful minimal answer.
+fn show_configured(gw: &Gateway, target: &str, requested: &str) -> Option<HttpResponse> {
+    let on_ollama = gw
+        .fleet
+        .backends()
+        .iter()
+        .any(|b| b.config.kind == BackendKind::Ollama);
+    let listed = gw.fleet.backends().iter().any(|b| {
+        b.config.kind != BackendKind::Ollama && b.config.models.iter().any(|m| m == target)
+    });
+    let is_auto = gw.config.routing.auto_models.iter().any(|m| m == requested);
+    if !(is_auto || (listed && !on_ollama)) {
+        return None;
+    }
+    Some(HttpResponse::Ok().json(json!({
+        "modelfile": "", "parameters": "", "template": "",
+        "details": {"parent_model": "", "format": "", "family": "corral", "families": ["corral"],
+                    "parameter_size": "", "quantization_level": ""},
+        "model_info": {},
+        "capabilities": if is_auto { json!(["completion", "tools", "vision"]) } else { json!(["completion", "tools"]) },
+        "modified_at": "2026-01-01T00:00:00Z",
+    })))
 }
 
 /// A whole upstream answer: checked to be JSON, model name echoed, tokens read.

@@ -1,1 +1,198 @@
-//! openai handlers.
+//! OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::Gateway;
+use crate::api::chat::{self, Answer, ClientWriter};
+use crate::api::forward::Ctx;
+use crate::api::{self as api};
+use crate::dialect::{Dialect, anthropic, openai};
+use crate::error::{DialectError, GatewayError};
+use crate::ir::ModelEntry;
+use crate::upstream::UpstreamClients;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/chat/completions", web::post().to(chat_completions))
+        .route("/v1/completions", web::post().to(completions))
+        .route("/v1/embeddings", web::post().to(embeddings))
+        .route("/v1/models", web::get().to(models))
+        .route("/v1/models/{id:.*}", web::get().to(model));
+}
+
+fn err(e: GatewayError) -> DialectError {
+    e.in_dialect(Dialect::OpenAi)
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn chat_completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
+    completion_like(req, payload, gw, clients, false).await
+}
+
+async fn completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
+    completion_like(req, payload, gw, clients, true).await
+}
+
+async fn completion_like(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+    legacy: bool,
+) -> Result<HttpResponse, DialectError> {
+    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
+    let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
+        .await
+        .map_err(err)?;
+    let chat = if legacy {
+        openai::decode_completion(&body)
+    } else {
+        openai::decode_chat(&body)
+    }
+    .map_err(err)?;
+    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
+    ctx.requested_model = chat.model.clone();
+    let (id, created, model, usage) = (
+        openai::new_completion_id(),
+        now(),
+        chat.model.clone(),
+        chat.include_usage,
+    );
+    let (id2, model2) = (id.clone(), model.clone());
+    let answer = Answer {
+        dialect: Dialect::OpenAi,
+        writer: Box::new(move || {
+            ClientWriter::OpenAi(if legacy {
+                openai::StreamWriter::completion(&id, created, &model, usage)
+            } else {
+                openai::StreamWriter::new(&id, created, &model, usage)
+            })
+        }),
+        whole: Box::new(move |resp| {
+            if legacy {
+                openai::encode_completion_response(resp, &model2, &id2, created)
+            } else {
+                openai::encode_response(resp, &model2, &id2, created)
+            }
+        }),
+    };
+    chat::serve_chat(&req, gw, &clients, ctx, &chat, answer).await
+}
+
+async fn embeddings(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
+    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
+    let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
+        .await
+        .map_err(err)?;
+    let embed = openai::decode_embeddings(&body).map_err(err)?;
+    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
+    ctx.requested_model = embed.model.clone();
+    let (model, encoding) = (embed.model.clone(), embed.encoding);
+    chat::serve_embed(gw, &clients, ctx, &embed, Dialect::OpenAi, |r| {
+        openai::encode_embeddings_response(r, &model, encoding)
+    })
+    .await
+}
+
+/// Every model the fleet serves plus the virtual ones, for both `/v1/models` shapes.
+pub async fn model_entries(gw: &Gateway) -> Vec<ModelEntry> {
+    let mut names = std::collections::BTreeSet::new();
+    for view in gw.fleet.snapshot().await {
+        for item in &view.tags {
+            if let Some(n) = item.get("name").and_then(|v| v.as_str()) {
+                names.insert(n.to_string());
+            }
+        }
+    }
+    for b in gw.fleet.backends() {
+        names.extend(b.config.models.iter().cloned());
+    }
+    names.extend(gw.config.routing.auto_models.iter().cloned());
+    names
+        .into_iter()
+        .map(|id| ModelEntry {
+            id,
+            created: 1_759_395_859,
+            owned_by: "corral".into(),
+            display_name: None,
+        })
+        .collect()
+}
+
+fn wants_anthropic(req: &HttpRequest) -> bool {
+    req.headers().contains_key("anthropic-version")
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    limit: Option<u32>,
+    after_id: Option<String>,
+}
+
+async fn models(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, DialectError> {
+    let dialect = if wants_anthropic(&req) {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    api::authenticate(&req, &gw)
+        .await
+        .map_err(|e| e.in_dialect(dialect))?;
+    let entries = model_entries(&gw).await;
+    let body = match dialect {
+        Dialect::Anthropic => {
+            anthropic::models_list(&entries, page.limit, page.after_id.as_deref())
+        }
+        _ => openai::models_list(&entries),
+    };
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn model(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, DialectError> {
+    let dialect = if wants_anthropic(&req) {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    api::authenticate(&req, &gw)
+        .await
+        .map_err(|e| e.in_dialect(dialect))?;
+    let id = id.into_inner();
+    let entries = model_entries(&gw).await;
+    let Some(entry) = entries.iter().find(|m| m.id == id) else {
+        return Err(GatewayError::unknown_model(&id).in_dialect(dialect));
+    };
+    let body = match dialect {
+        Dialect::Anthropic => {
+            let list = anthropic::models_list(std::slice::from_ref(entry), Some(1), None);
+            list["data"][0].clone()
+        }
+        _ => openai::model_object(entry),
+    };
+    Ok(HttpResponse::Ok().json(body))
+}
