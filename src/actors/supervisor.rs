@@ -1,1 +1,404 @@
-//! supervisor actor.
+//! The Supervisor actor (owns the `Placer`, answers Place/Release/Report) and `Fleet`, the
+//! handle the HTTP layer uses: place a request, get a `Lease` whose drop gives everything back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, MailboxError, MessageResult};
+use prometheus::IntGauge;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::actors::backend::{
+    BackendActor, BackendState, BackendStatus, HealthPolicy, ModelEntry, ResidentEntry,
+};
+use crate::actors::messages::{
+    IsReady, Outcome, Place, Release, Report, Snapshot, StatusUpdate, Totals,
+};
+use crate::config::{BackendConfig, BackendKind, Config, redact_url};
+use crate::error::{ErrorKind, GatewayError};
+use crate::metrics::Metrics;
+use crate::routing::placer::{Circuit, PlaceError, Placer, Query, Ticket};
+
+pub use crate::actors::messages::{FailureReason, PlaceRequest};
+pub use crate::routing::placer::BackendId;
+
+/// Messages the Supervisor may hold before `send` waits (Release uses `do_send`, which is
+/// always queued, so a full mailbox never loses a release).
+const MAILBOX: usize = 4096;
+/// Longest a caller waits for the Supervisor; placement itself takes microseconds.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Retry-After sent with "no capacity".
+const NO_CAPACITY_RETRY: Duration = Duration::from_secs(1);
+
+/// A configured upstream, shared by every request that goes to it.
+#[derive(Debug, Clone)]
+pub struct BackendInfo {
+    pub id: BackendId,
+    pub name: String,
+    /// The configured URL without a trailing slash.
+    pub base_url: String,
+    pub config: BackendConfig,
+}
+
+/// One backend as `GET /admin/api/backends` shows it, plus raw Ollama items for the
+/// fleet-as-one-Ollama endpoints.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendView {
+    #[serde(skip)]
+    pub id: BackendId,
+    pub name: String,
+    /// Credentials masked.
+    pub url: String,
+    pub kind: BackendKind,
+    pub priority: u32,
+    pub up: bool,
+    /// `closed`, `open` or `half_open`.
+    pub circuit: &'static str,
+    pub models: Vec<ModelEntry>,
+    pub resident: Vec<ResidentEntry>,
+    pub memory_used: u64,
+    /// `null` = unlimited.
+    pub memory_max: Option<u64>,
+    pub reserved_memory: u64,
+    pub inflight: u64,
+    pub ewma_latency_ms: Option<f64>,
+    pub ewma_ttfb_ms: Option<f64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub version: Option<String>,
+    /// Raw `/api/tags` items.
+    #[serde(skip)]
+    pub tags: Vec<Value>,
+    /// Raw `/api/ps` items.
+    #[serde(skip)]
+    pub ps: Vec<Value>,
+}
+
+/// Owns the placement view; every reservation and release goes through it, one at a time.
+pub struct Supervisor {
+    placer: Placer,
+    infos: Arc<Vec<Arc<BackendInfo>>>,
+    statuses: Vec<BackendStatus>,
+    backends: Vec<Addr<BackendActor>>,
+    inflight_gauges: Vec<IntGauge>,
+}
+
+impl Supervisor {
+    fn refresh_inflight(&self, id: BackendId) {
+        if let Some(g) = self.inflight_gauges.get(id) {
+            g.set(i64::try_from(self.placer.load(id).0).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn view(&self, id: BackendId, now: Instant) -> Option<BackendView> {
+        let info = self.infos.get(id)?;
+        let st = self.statuses.get(id)?;
+        let (inflight, reserved_memory) = self.placer.load(id);
+        Some(BackendView {
+            id,
+            name: info.name.clone(),
+            url: redact_url(&info.base_url),
+            kind: info.config.kind,
+            priority: info.config.priority,
+            up: st.polled && !matches!(st.circuit.at(now), Circuit::Open { .. }),
+            circuit: st.circuit.name(now),
+            models: st.models.clone(),
+            resident: st.resident.clone(),
+            memory_used: st.memory_used,
+            memory_max: info.config.max_memory.map(|m| m.as_u64()),
+            reserved_memory,
+            inflight,
+            ewma_latency_ms: st.ewma_latency_ms,
+            ewma_ttfb_ms: st.ewma_ttfb_ms,
+            consecutive_failures: st.consecutive_failures,
+            last_error: st.last_error.clone(),
+            version: st.version.clone(),
+            tags: st.tags.as_ref().clone(),
+            ps: st.ps.as_ref().clone(),
+        })
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+    }
+}
+
+impl Handler<Place> for Supervisor {
+    type Result = MessageResult<Place>;
+
+    fn handle(&mut self, msg: Place, ctx: &mut Self::Context) -> Self::Result {
+        let req = msg.0;
+        let query = Query {
+            model: &req.model,
+            exclude: &req.exclude,
+        };
+        let placed = self.placer.place(query, Instant::now());
+        MessageResult(placed.and_then(|p| {
+            self.refresh_inflight(p.backend);
+            let backend = self.infos.get(p.backend).cloned();
+            // The placer only returns ids it was built with; this keeps the books straight anyway.
+            let Some(backend) = backend else {
+                self.placer.release(p.ticket());
+                return Err(PlaceError::NoCapacity);
+            };
+            Ok(Lease {
+                backend,
+                ticket: p.ticket(),
+                memory_reserved: p.memory_reserved,
+                model: p.model,
+                supervisor: ctx.address(),
+            })
+        }))
+    }
+}
+
+impl Handler<Release> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, _: &mut Self::Context) {
+        self.placer.release(msg.0);
+        self.refresh_inflight(msg.0.backend());
+    }
+}
+
+impl Handler<Report> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Report, _: &mut Self::Context) {
+        if let Some(b) = self.backends.get(msg.backend) {
+            b.do_send(msg);
+        }
+    }
+}
+
+impl Handler<StatusUpdate> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StatusUpdate, _: &mut Self::Context) {
+        if let Some(slot) = self.statuses.get_mut(msg.backend) {
+            self.placer
+                .update(msg.backend, &msg.status.placer_snapshot());
+            *slot = msg.status;
+        }
+    }
+}
+
+impl Handler<Snapshot> for Supervisor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        MessageResult(
+            (0..self.infos.len())
+                .filter_map(|id| self.view(id, now))
+                .collect(),
+        )
+    }
+}
+
+impl Handler<Totals> for Supervisor {
+    type Result = MessageResult<Totals>;
+
+    fn handle(&mut self, _: Totals, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.placer.totals())
+    }
+}
+
+impl Handler<IsReady> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, _: IsReady, _: &mut Self::Context) -> bool {
+        self.statuses.iter().all(|s| s.polled)
+    }
+}
+
+/// A reservation on one backend for one request. Dropping it releases in-flight and memory,
+/// whatever the path (success, error, panic, client disconnect).
+pub struct Lease {
+    pub backend: Arc<BackendInfo>,
+    /// The model name to send upstream, as that backend spells it.
+    pub model: String,
+    memory_reserved: u64,
+    ticket: Ticket,
+    supervisor: Addr<Supervisor>,
+}
+
+impl Lease {
+    /// New memory this request reserved (0 when the model was loaded or loading already).
+    pub fn memory_reserved(&self) -> u64 {
+        self.memory_reserved
+    }
+
+    /// The request succeeded: feeds passive health and the latency averages.
+    pub fn succeeded(&self, ttfb: Duration, total: Duration) {
+        self.report(Outcome::Success { ttfb, total });
+    }
+
+    /// The request failed on this backend.
+    pub fn failed(&self, reason: FailureReason) {
+        self.report(Outcome::Failure(reason));
+    }
+
+    fn report(&self, outcome: Outcome) {
+        self.supervisor.do_send(Report {
+            backend: self.backend.id,
+            model: self.model.clone(),
+            outcome,
+        });
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // `do_send` queues even on a full mailbox and needs no runtime; if the Supervisor is
+        // gone, so is the state this would release.
+        self.supervisor.do_send(Release(self.ticket));
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("backend", &self.backend.name)
+            .field("model", &self.model)
+            .field("memory_reserved", &self.memory_reserved)
+            .finish()
+    }
+}
+
+/// The fleet of upstreams as the HTTP layer sees it. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Fleet {
+    supervisor: Addr<Supervisor>,
+    backends: Arc<Vec<Arc<BackendInfo>>>,
+}
+
+impl Fleet {
+    /// Starts one BackendActor per configured backend and the Supervisor on the current
+    /// arbiter. Must run inside an actix System, once, before `HttpServer::new`.
+    pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Fleet {
+        let backends: Arc<Vec<Arc<BackendInfo>>> = Arc::new(
+            cfg.backends
+                .iter()
+                .enumerate()
+                .map(|(id, b)| {
+                    Arc::new(BackendInfo {
+                        id,
+                        name: b.name.clone(),
+                        base_url: b.url.trim_end_matches('/').to_string(),
+                        config: b.clone(),
+                    })
+                })
+                .collect(),
+        );
+        // Start-up: `Config::validate` already rejected bad memory patterns.
+        let placer = Placer::from_config(&cfg.backends, &cfg.routing, rand::random())
+            .expect("routing.memory_patterns are valid regexes (checked by Config::validate)");
+        let ctx = Context::<Supervisor>::new();
+        let supervisor = ctx.address();
+        let actors = backends
+            .iter()
+            .map(|info| BackendActor::new(Arc::clone(info), supervisor.clone(), &metrics).start())
+            .collect();
+        let statuses = cfg
+            .backends
+            .iter()
+            .map(|b| BackendState::new(b, HealthPolicy::default()).status())
+            .collect();
+        let inflight_gauges = backends
+            .iter()
+            .map(|b| metrics.inflight.with_label_values(&[b.name.as_str()]))
+            .collect();
+        ctx.run(Supervisor {
+            placer,
+            infos: Arc::clone(&backends),
+            statuses,
+            backends: actors,
+            inflight_gauges,
+        });
+        Fleet {
+            supervisor,
+            backends,
+        }
+    }
+
+    /// Every configured backend, indexed by `BackendId`.
+    pub fn backends(&self) -> &[Arc<BackendInfo>] {
+        &self.backends
+    }
+
+    /// Reserves a backend for `req.model`: 404-style `unknown_model` when no backend lists it,
+    /// `NoCapacity` when none can take it now.
+    pub async fn place(&self, req: PlaceRequest) -> Result<Lease, GatewayError> {
+        let model = req.model.clone();
+        match self.supervisor.send(Place(req)).timeout(SEND_TIMEOUT).await {
+            Ok(Ok(lease)) => Ok(lease),
+            Ok(Err(PlaceError::UnknownModel)) => Err(GatewayError::unknown_model(&model)),
+            Ok(Err(PlaceError::NoCapacity)) => Err(GatewayError::new(
+                ErrorKind::NoCapacity,
+                format!("no backend can take model \"{model}\" right now"),
+            )
+            .with_retry_after(NO_CAPACITY_RETRY)),
+            Err(e) => Err(mailbox_error(e)),
+        }
+    }
+
+    /// Every backend's state, in configuration order; empty if the Supervisor does not answer.
+    pub async fn snapshot(&self) -> Vec<BackendView> {
+        match self.supervisor.send(Snapshot).timeout(SEND_TIMEOUT).await {
+            Ok(views) => views,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet snapshot failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// True once every backend was polled once (or is a kind that is not polled).
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let asked = self
+                .supervisor
+                .send(IsReady)
+                .timeout(left.min(SEND_TIMEOUT));
+            if let Ok(true) = asked.await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+        }
+    }
+
+    /// Fleet-wide in-flight requests and reserved memory. `(u64::MAX, u64::MAX)` when the
+    /// Supervisor does not answer, so a check for zero cannot pass by accident.
+    pub async fn totals(&self) -> (u64, u64) {
+        match self.supervisor.send(Totals).timeout(SEND_TIMEOUT).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet totals failed");
+                (u64::MAX, u64::MAX)
+            }
+        }
+    }
+}
+
+fn mailbox_error(e: MailboxError) -> GatewayError {
+    match e {
+        MailboxError::Timeout => GatewayError::new(
+            ErrorKind::NoCapacity,
+            "the gateway is overloaded: placement timed out",
+        )
+        .with_retry_after(NO_CAPACITY_RETRY),
+        MailboxError::Closed => GatewayError::internal("the placement service has stopped"),
+    }
+}
