@@ -443,7 +443,6 @@ mod tests {
                 .route(
                     "/api/tags",
                     web::get().to({
-                        let answer = answer.clone();
                         move |r: HttpRequest| {
                             let out = answer(r, tags.clone());
                             async move { out }
@@ -453,7 +452,6 @@ mod tests {
                 .route(
                     "/api/ps",
                     web::get().to({
-                        let answer = answer.clone();
                         move |r: HttpRequest| {
                             let out = answer(r, ps.clone());
                             async move { out }

@@ -136,6 +136,12 @@ impl Placement {
     }
 }
 
+impl Ticket {
+    pub fn backend(&self) -> BackendId {
+        self.backend
+    }
+}
+
 /// Why nothing was placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaceError {
