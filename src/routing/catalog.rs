@@ -368,7 +368,7 @@ fn parameters_from_name(name: &str) -> Option<f64> {
             if !seg.starts_with(|c: char| c.is_ascii_digit()) {
                 return None;
             }
-            parse_parameter_size(&seg)
+            parse_parameter_size(seg)
         })
 }
 
