@@ -118,6 +118,26 @@ pub struct Classification {
     pub context_tokens: u32,
 }
 
+/// How much text is read, at most. The latest user turn decides; history only breaks ties and
+/// its features saturate quickly, so its newest 4 KiB (about 1k tokens) are enough. This keeps a
+/// 4k-token conversation under 20 µs and a 128k-token one from costing milliseconds. Context
+/// size for complexity comes from lengths, not from the scan.
+const LATEST_SCAN_BYTES: usize = 16 * 1024;
+const CONTEXT_SCAN_BYTES: usize = 4 * 1024;
+const SYSTEM_SCAN_BYTES: usize = 2 * 1024;
+
+/// The first `max` bytes of `text`, cut back to a character boundary.
+fn head(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Tokens an image costs in the context (LLaVA-style encoders use 576; some use more).
 const IMAGE_TOKENS: u32 = 576;
 
@@ -138,24 +158,25 @@ pub fn classify(input: &ClassifyInput) -> Classification {
     let mut tally = Tally::default();
     let mut latest_stats = TextStats::default();
     let mut other_stats = TextStats::default();
-    scan(
-        input.system,
-        SYSTEM_WEIGHT,
-        &mut tally.context,
-        &mut other_stats,
-    );
+    let mut budget = CONTEXT_SCAN_BYTES;
     let mut user_turns = 0u32;
     let mut tool_turns = 0u32;
-    for (i, m) in input.messages.iter().enumerate() {
+    // Newest first, so that the history budget goes to the turns nearest the ask.
+    for (i, m) in input.messages.iter().enumerate().rev() {
         let role = Role::of(m.role);
         user_turns += u32::from(role == Role::User);
         tool_turns += u32::from(role == Role::Tool);
         if Some(i) == latest {
-            scan(m.text, 1.0, &mut tally.latest, &mut latest_stats);
+            let text = head(m.text, LATEST_SCAN_BYTES);
+            scan(text, 1.0, &mut tally.latest, &mut latest_stats);
         } else {
-            scan(m.text, role.weight(), &mut tally.context, &mut other_stats);
+            let text = head(m.text, budget);
+            budget -= text.len();
+            scan(text, role.weight(), &mut tally.context, &mut other_stats);
         }
     }
+    let system = head(input.system, SYSTEM_SCAN_BYTES);
+    scan(system, SYSTEM_WEIGHT, &mut tally.context, &mut other_stats);
     let images: usize = input.messages.iter().map(|m| m.images).sum();
 
     let text_category = tally.text_category();
@@ -270,6 +291,9 @@ const SIGNAL_MIN: f32 = 0.75;
 /// How much the rest of the conversation counts next to the latest user turn: enough to
 /// decide a bare follow-up ("why is it slow?"), not enough to outvote a clear new ask.
 const CONTEXT_SHARE: f32 = 0.35;
+/// Most a category may draw from history before the share is applied (so at most 2.8 points):
+/// one clear cue in the latest turn always outweighs it.
+const CONTEXT_CAP: f32 = 8.0;
 
 /// Points per feature, kept apart for the latest user turn and for everything else.
 #[derive(Debug, Default)]
@@ -311,7 +335,7 @@ impl Tally {
         } else {
             0.0
         };
-        base + self.latest.score(s) + CONTEXT_SHARE * self.context.score(s)
+        base + self.latest.score(s) + CONTEXT_SHARE * self.context.score(s).min(CONTEXT_CAP)
     }
 
     /// Highest score wins; on a tie the earlier of code, reasoning, creative, general.
@@ -499,8 +523,20 @@ struct TextStats {
     list_items: u32,
 }
 
+/// Bytes that make up words: ASCII letters, digits and `_`.
+static WORD_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    table
+};
+
 fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    WORD_BYTE[usize::from(b)]
 }
 
 fn scan(text: &str, w: f32, t: &mut Points, stats: &mut TextStats) {
@@ -522,11 +558,7 @@ fn scan(text: &str, w: f32, t: &mut Points, stats: &mut TextStats) {
         }
         let c = b[i];
         if is_word(c) {
-            let start = i;
-            while i < n && is_word(b[i]) {
-                i += 1;
-            }
-            prev = word(lex, b, start, i, w, t, prev);
+            (i, prev) = word(lex, b, i, w, t, prev);
             saw_text = true;
             continue;
         }
@@ -587,13 +619,20 @@ fn line_cues(b: &[u8], start: usize, w: f32, t: &mut Points, stats: &mut TextSta
         return i;
     }
     let starts = |p: &[u8]| rest.starts_with(p);
+    // Only this line, found lazily: most lines need no look past their first bytes.
+    let line = || rest.split(|c| *c == b'\n').next().unwrap_or_default();
+    let contains = |needle: &[u8]| line().windows(needle.len()).any(|w| w == needle);
     if starts(b"```") {
         t.add(Feature::CodeFence, 3.0 * w);
     } else if starts(b"diff --git") || starts(b"+++ b/") || starts(b"--- a/") || starts(b"@@ -") {
         t.add(Feature::Diff, 2.0 * w);
-    } else if starts(b"Traceback (most recent") || starts(b"Exception in thread") {
+    } else if starts(b"Traceback (most recent")
+        || starts(b"Exception in thread")
+        || starts(b"stack backtrace:")
+        || (starts(b"thread '") && contains(b"panicked at"))
+    {
         t.add(Feature::StackTrace, 4.0 * w);
-    } else if (indent > 0 && (starts(b"File \"") || starts(b"at ") && rest.contains(&b':')))
+    } else if (indent > 0 && (starts(b"File \"") || starts(b"at ") && contains(b":")))
         || starts(b"npm ERR!")
         || starts(b"error[E")
         || starts(b"goroutine ")
@@ -617,15 +656,27 @@ fn is_numbered(rest: &[u8]) -> bool {
 
 /// Marker for "the previous token was not a lexicon word".
 const NO_WORD: u16 = u16::MAX;
-const MAX_WORD: usize = 20;
+/// Longest lexicon word; keys are this many bytes, zero-padded, so comparing two is a couple
+/// of vector compares instead of a `memcmp` call.
+const MAX_WORD: usize = 24;
+type Key = [u8; MAX_WORD];
 
-/// Score one word-shaped token `b[s..e]`; returns its lexicon id for the next bigram check.
-fn word(lex: &Lexicon, b: &[u8], s: usize, e: usize, w: f32, t: &mut Points, prev: u16) -> u16 {
+/// Score the word-shaped token starting at `b[s]`; returns where it ends and its lexicon id
+/// (for the next bigram check).
+fn word(lex: &Lexicon, b: &[u8], s: usize, w: f32, t: &mut Points, prev: u16) -> (usize, u16) {
+    // Find the end; note any byte with bit 0x20 clear (an upper-case letter or `_`), the only
+    // words whose identifier shape needs a closer look.
+    let mut e = s;
+    let mut shaped = false;
+    while let Some(&c) = b.get(e).filter(|c| is_word(**c)) {
+        shaped |= c & 0x20 == 0;
+        e += 1;
+    }
     let token = &b[s..e];
     let next = b.get(e).copied().unwrap_or(b' ');
     if token[0].is_ascii_digit() {
         word_number(token, w, t);
-        return NO_WORD;
+        return (e, NO_WORD);
     }
     if s >= 2 && b[s - 1] == b'.' && is_word(b[s - 2]) && is_extension(token) {
         t.add(Feature::FilePath, 1.5 * w);
@@ -636,42 +687,30 @@ fn word(lex: &Lexicon, b: &[u8], s: usize, e: usize, w: f32, t: &mut Points, pre
     if token == b"c" && (b.get(e..e + 2) == Some(b"++".as_slice()) || next == b'#') {
         t.add(Feature::Language, 3.0 * w);
     }
-    word_shape(token, w, t);
-    if token.len() > MAX_WORD {
-        return NO_WORD;
+    if shaped {
+        identifier_shape(token, w, t);
     }
-    let mut lower = [0u8; MAX_WORD];
-    let lower = &mut lower[..token.len()];
-    lower.copy_from_slice(token);
-    lower.make_ascii_lowercase();
-    let Some(id) = lex.find(lower) else {
-        return NO_WORD;
+    if token.len() > MAX_WORD {
+        return (e, NO_WORD);
+    }
+    let key = key_of(token);
+    let Some(id) = lex.find(&key) else {
+        return (e, NO_WORD);
     };
-    for &(f, points) in lex.hits(id) {
+    let entry = &lex.entries[usize::from(id)];
+    for &(f, points) in &entry.hits {
         t.add(f, points * w);
     }
-    if prev != NO_WORD {
-        for &(a, b2, f, points) in &lex.bigrams {
-            if a == prev && b2 == id {
-                t.add(f, points * w);
-            }
+    for &(first, f, points) in &entry.after {
+        if first == prev {
+            t.add(f, points * w);
         }
     }
-    id
-}
-
-fn word_number(token: &[u8], w: f32, t: &mut Points) {
-    let digits = token.iter().take_while(|c| c.is_ascii_digit()).count();
-    match &token[digits..] {
-        [] => t.add(Feature::WordProblem, 0.25 * w),
-        // 3x, 12n: an algebra term
-        [b'x' | b'y' | b'n' | b'k'] => t.add(Feature::MathNotation, 0.8 * w),
-        _ => {}
-    }
+    (e, id)
 }
 
 /// snake_case and camelCase identifiers look like code; prose rarely has them.
-fn word_shape(token: &[u8], w: f32, t: &mut Points) {
+fn identifier_shape(token: &[u8], w: f32, t: &mut Points) {
     let inner = token.len() > 2 && token[1..token.len() - 1].contains(&b'_');
     if inner && token.iter().any(u8::is_ascii_lowercase) {
         t.add(Feature::CodeSyntax, 0.8 * w);
@@ -684,6 +723,16 @@ fn word_shape(token: &[u8], w: f32, t: &mut Points) {
             .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase());
     if camel {
         t.add(Feature::CodeSyntax, 0.5 * w);
+    }
+}
+
+fn word_number(token: &[u8], w: f32, t: &mut Points) {
+    let digits = token.iter().take_while(|c| c.is_ascii_digit()).count();
+    match &token[digits..] {
+        [] => t.add(Feature::WordProblem, 0.25 * w),
+        // 3x, 12n: an algebra term
+        [b'x' | b'y' | b'n' | b'k'] => t.add(Feature::MathNotation, 0.8 * w),
+        _ => {}
     }
 }
 
@@ -741,6 +790,7 @@ fn is_extension(token: &[u8]) -> bool {
 
 type Group = (Feature, f32, &'static [&'static str]);
 
+#[rustfmt::skip]
 const LEXICON_GROUPS: &[Group] = {
     use Feature::*;
     &[
@@ -1456,76 +1506,111 @@ const BIGRAMS: &[(&str, &str, Feature, f32)] = {
 };
 
 struct Lexicon {
-    words: Vec<&'static str>,
-    hits: Vec<Vec<(Feature, f32)>>,
-    /// Open addressing over FNV-1a hashes; 0 = empty, else word id + 1.
-    slots: Vec<u16>,
-    bigrams: Vec<(u16, u16, Feature, f32)>,
+    entries: Vec<Entry>,
+    /// Keys by word id, apart from the entries so that lookups stay within a few KiB.
+    keys: Vec<Key>,
+    /// Open addressing; a slot holds a hash tag and word id + 1 (0 = empty). The tag settles
+    /// most misses without touching a key.
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    tag: u16,
+    id: u16,
+}
+
+struct Entry {
+    hits: Vec<(Feature, f32)>,
+    /// Bigrams ending in this word: (id of the first word, feature, points).
+    after: Vec<(u16, Feature, f32)>,
 }
 
 const SLOTS: usize = 2048;
+/// Hash of a zero-padded key, three 8-byte lanes at once (a per-byte hash chain was the
+/// scanner's bottleneck).
+fn hash_key(key: &Key) -> usize {
+    let lane = |i: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&key[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let h = lane(0).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ lane(1).wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(23)
+        ^ lane(2).wrapping_mul(0x1656_67B1_9E37_79F9).rotate_left(41);
+    (h ^ (h >> 29)) as usize
+}
 
-fn fnv1a(bytes: &[u8]) -> usize {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
+/// The zero-padded lookup key of a word. Word bytes are ASCII letters, digits and `_`, so
+/// setting bit 0x20 lower-cases letters and leaves digits alone (`_` becomes 0x7F, which no
+/// lexicon word contains).
+fn key_of(word: &[u8]) -> Key {
+    let mut key: Key = [0; MAX_WORD];
+    for (slot, b) in key.iter_mut().zip(word) {
+        *slot = b | 0x20;
     }
-    h as usize
+    key
 }
 
 impl Lexicon {
     fn build() -> Lexicon {
         let mut lex = Lexicon {
-            words: Vec::new(),
-            hits: Vec::new(),
-            slots: vec![0; SLOTS],
-            bigrams: Vec::new(),
+            entries: Vec::new(),
+            keys: Vec::new(),
+            slots: vec![Slot::default(); SLOTS],
         };
         for &(feature, points, words) in LEXICON_GROUPS {
             for &word in words {
-                let id = match lex.find(word.as_bytes()) {
-                    Some(id) => id,
-                    None => lex.insert(word),
-                };
+                let id = lex.id(word).unwrap_or_else(|| lex.insert(word));
                 if feature != Feature::Glue {
-                    lex.hits[usize::from(id)].push((feature, points));
+                    lex.entries[usize::from(id)].hits.push((feature, points));
                 }
             }
         }
         for &(a, b, feature, points) in BIGRAMS {
-            if let (Some(a), Some(b)) = (lex.find(a.as_bytes()), lex.find(b.as_bytes())) {
-                lex.bigrams.push((a, b, feature, points));
+            if let (Some(a), Some(b)) = (lex.id(a), lex.id(b)) {
+                lex.entries[usize::from(b)].after.push((a, feature, points));
             }
         }
         lex
     }
 
     fn insert(&mut self, word: &'static str) -> u16 {
-        let id = self.words.len() as u16;
-        self.words.push(word);
-        self.hits.push(Vec::new());
-        let mut slot = fnv1a(word.as_bytes()) & (SLOTS - 1);
-        while self.slots[slot] != 0 {
+        let id = self.entries.len() as u16;
+        let key = key_of(word.as_bytes());
+        self.entries.push(Entry {
+            hits: Vec::new(),
+            after: Vec::new(),
+        });
+        self.keys.push(key);
+        let hash = hash_key(&key);
+        let mut slot = hash & (SLOTS - 1);
+        while self.slots[slot].id != 0 {
             slot = (slot + 1) & (SLOTS - 1);
         }
-        self.slots[slot] = id + 1;
+        self.slots[slot] = Slot {
+            tag: (hash >> 48) as u16,
+            id: id + 1,
+        };
         id
     }
 
-    fn find(&self, lower: &[u8]) -> Option<u16> {
-        let mut slot = fnv1a(lower) & (SLOTS - 1);
+    fn id(&self, word: &str) -> Option<u16> {
+        self.find(&key_of(word.as_bytes()))
+    }
+
+    fn find(&self, key: &Key) -> Option<u16> {
+        let hash = hash_key(key);
+        let tag = (hash >> 48) as u16;
+        let mut slot = hash & (SLOTS - 1);
         loop {
-            let id = self.slots[slot].checked_sub(1)?;
-            if self.words[usize::from(id)].as_bytes() == lower {
+            let Slot { tag: t, id } = self.slots[slot];
+            let id = id.checked_sub(1)?;
+            if t == tag && self.keys.get(usize::from(id)) == Some(key) {
                 return Some(id);
             }
             slot = (slot + 1) & (SLOTS - 1);
         }
-    }
-
-    fn hits(&self, id: u16) -> &[(Feature, f32)] {
-        self.hits.get(usize::from(id)).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -1557,13 +1642,15 @@ mod tests {
     fn lexicon_fits_its_table_and_every_bigram_resolves() {
         let lex = &*LEXICON;
         assert!(
-            lex.words.len() < SLOTS / 2,
+            lex.entries.len() < SLOTS / 2,
             "keep the table at most half full"
         );
-        assert_eq!(lex.bigrams.len(), BIGRAMS.len());
-        assert!(lex.words.iter().all(|w| w.len() <= MAX_WORD));
-        for w in &lex.words {
-            assert_eq!(w.to_ascii_lowercase(), *w, "lexicon words are lower-case");
+        let bigrams: usize = lex.entries.iter().map(|e| e.after.len()).sum();
+        assert_eq!(bigrams, BIGRAMS.len());
+        let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        for word in LEXICON_GROUPS.iter().flat_map(|g| g.2.iter()) {
+            assert!(word.len() <= MAX_WORD && word.bytes().all(plain), "{word}");
+            assert!(lex.id(word).is_some(), "{word}");
         }
     }
 
@@ -1637,6 +1724,24 @@ mod tests {
         assert_eq!(short.complexity, 1);
         assert!(long.complexity >= 6, "{long:?}");
         assert!(long.signals.contains(&"long context"));
+    }
+
+    #[test]
+    fn scan_budget_cuts_on_char_boundaries() {
+        assert_eq!(head("héllo", 2), "h");
+        assert_eq!(head("héllo", 3), "hé");
+        assert_eq!(head("abc", 10), "abc");
+        // A long history cannot outvote the ask, however much code it holds.
+        let code = "```rust\nfn main() { let x: Vec<u8> = vec![]; }\n```\n".repeat(2000);
+        let c = classify(&ClassifyInput {
+            messages: vec![user(&code), user("Write a limerick about my cat, please.")],
+            ..Default::default()
+        });
+        assert_eq!(c.category, Category::Creative);
+        assert!(
+            c.context_tokens > 20_000,
+            "context counts all text, scanned or not"
+        );
     }
 
     #[test]
