@@ -801,7 +801,7 @@ const LEXICON_GROUPS: &[Group] = {
             "html", "css", "sql", "postgres", "postgresql", "mysql", "sqlite", "tokio",
             "goroutine", "nodejs", "jquery", "graphql", "terraform", "ansible", "clippy", "csharp",
             "dotnet", "laravel", "fastapi", "svelte", "nextjs", "llvm", "gcc", "clang", "cmake",
-            "makefile", "bazel", "maven", "gradle", "helm", "kotlin", "elixir",
+            "makefile", "bazel", "maven", "gradle", "helm", "elixir",
         ]),
         (Language, 2.5, &[
             "python", "java", "yaml", "regex", "git", "cuda", "nginx", "rustc", "js", "jsx", "tsx",
