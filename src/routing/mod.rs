@@ -1,6 +1,8 @@
 //! Routing: where a request goes (placement, memory estimates, aliases, the `auto` classifier).
 
 pub mod aliases;
+pub mod catalog;
 pub mod classifier;
 pub mod memory;
 pub mod placer;
+pub mod select;
