@@ -21,7 +21,8 @@ pub enum FailureReason {
     OutOfMemory,
     /// The backend does not have the model (404).
     ModelNotFound,
-    /// The backend's queue is full (503 "server busy") or it rate-limited us.
+    /// The backend's queue is full (503 "server busy"). A 429 for one upstream key belongs to
+    /// that key, not to the backend: don't report it here or the whole backend is ejected.
     Overloaded,
     /// The backend answered something unreadable.
     Protocol,
