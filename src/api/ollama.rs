@@ -499,15 +499,23 @@ fn virtual_tag(name: &str) -> Value {
     })
 }
 
-/// `/api/ps`: residency merged from every backend, each item hinting where it lives.
-async fn ps(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, DialectError> {
+/// `/api/ps`: residency merged from every backend, asked live (residency changes by the
+/// second), each item hinting where it lives; the last poll stands in for a backend that
+/// does not answer at once.
+async fn ps(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
     api::authenticate(&req, &gw).await.map_err(err)?;
+    let views = gw.fleet.snapshot().await;
+    let asks = views
+        .iter()
+        .filter(|v| v.up)
+        .map(|v| live_ps(&gw, &clients, v));
     let mut list = Vec::new();
-    for view in gw.fleet.snapshot().await {
-        for mut item in view.ps {
-            item["backend"] = Value::String(view.name.clone());
-            list.push(item);
-        }
+    for items in futures_util::future::join_all(asks).await {
+        list.extend(items);
     }
     list.sort_by(|a, b| {
         let exp = |v: &Value| {
@@ -519,6 +527,39 @@ async fn ps(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Di
         exp(a).cmp(&exp(b))
     });
     Ok(HttpResponse::Ok().json(json!({ "models": list })))
+}
+
+async fn live_ps(
+    gw: &Gateway,
+    clients: &UpstreamClients,
+    view: &crate::actors::supervisor::BackendView,
+) -> Vec<Value> {
+    let backend = gw.fleet.backends().iter().find(|b| b.name == view.name);
+    let live = match (backend, backend.and_then(|b| clients.get(b.id))) {
+        (Some(b), Some(client)) if b.config.kind == BackendKind::Ollama => {
+            let call = Call {
+                method: actix_web::http::Method::GET,
+                path: "/api/ps".into(),
+                body: Bytes::new(),
+                headers: Vec::new(),
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            match crate::upstream::send(client, b, call, deadline).await {
+                Ok(opened) => crate::upstream::read_limited(opened.body, 4 << 20, deadline)
+                    .await
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                    .and_then(|v| v.get("models").and_then(Value::as_array).cloned()),
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let mut items = live.unwrap_or_else(|| view.ps.clone());
+    for item in &mut items {
+        item["backend"] = Value::String(view.name.clone());
+    }
+    items
 }
 
 #[cfg(test)]

@@ -197,6 +197,9 @@ async fn mid_stream_failure_ends_with_error_line() {
         assert_eq!(status, 200, "{directive}");
         assert!(last.get("error").is_some(), "{directive}: {text}");
         assert!(!text.contains("\"done\":true"), "{directive}");
+        // A clean answer in between keeps the circuit closed (three failures in a row open it).
+        let (status, _, _, _) = chat(&gw.url(), "qwen3:8b", "hi", false).await;
+        assert_eq!(status, 200, "after {directive}");
     }
     assert_released(&gw).await;
 }

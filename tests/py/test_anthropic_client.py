@@ -51,7 +51,8 @@ def test_stream_final_message_equals_deltas(claude):
                                  messages=[{"role": "user", "content": "tell me"}]) as s:
         text = "".join(s.text_stream)
         final = s.get_final_message()
-    assert text and final.content[0].text == text
+    texts = [b.text for b in final.content if b.type == "text"]
+    assert text and texts == [text]
 
 
 def test_raw_sse_shape(claude):
@@ -94,7 +95,7 @@ def test_tool_use_round_trip(claude):
         {"role": "assistant", "content": [b.model_dump() for b in final.content]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "fn main() {}"}]},
     ])
-    assert follow.stop_reason == "end_turn" and follow.content[0].text
+    assert follow.stop_reason == "end_turn" and [b for b in follow.content if b.type == "text"][0].text
 
 
 def test_mid_stream_failure_raises(claude):

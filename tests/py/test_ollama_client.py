@@ -17,7 +17,7 @@ def test_list_show_ps(fleet):
     gw, _, _ = fleet
     c = client(gw)
     names = [m.model for m in c.list().models]
-    assert "qwen3:8b" in names and "nomic-embed-text" in names
+    assert "qwen3:8b" in names and "nomic-embed-text:latest" in names
     assert len(names) == len(set(names)), "union must be deduplicated"
     for name in names:
         if name == "auto":
