@@ -35,6 +35,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub fleet: Fleet,
     pub aliases: Aliases,
+    pub auto: routing::auto::AutoRouter,
     draining: AtomicBool,
 }
 
@@ -46,6 +47,7 @@ impl Gateway {
         let fleet = Fleet::start(&config, metrics.clone());
         Ok(Gateway {
             aliases: Aliases::new(&config.routing),
+            auto: routing::auto::AutoRouter::new(&config.routing),
             config,
             metrics,
             fleet,

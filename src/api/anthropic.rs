@@ -43,7 +43,7 @@ async fn messages(
         }),
         whole: Box::new(move |resp| anthropic::encode_response(resp, &model2, &id2)),
     };
-    chat::serve_chat(&req, gw, &clients, ctx, &chat, answer).await
+    chat::serve_chat(&req, gw, &clients, ctx, chat, answer).await
 }
 
 /// Ollama has no tokenizer endpoint: corral estimates (bytes/4), as Ollama's own code does.

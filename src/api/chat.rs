@@ -262,12 +262,22 @@ pub async fn serve_chat(
     req: &HttpRequest,
     gw: web::Data<Gateway>,
     clients: &UpstreamClients,
-    ctx: Ctx,
-    chat: &ChatRequest,
+    mut ctx: Ctx,
+    chat: ChatRequest,
     answer: Answer,
 ) -> Result<HttpResponse, DialectError> {
     let dialect = answer.dialect;
-    let target = gw.aliases.resolve(&chat.model).to_string();
+    let chat = std::sync::Arc::new(chat);
+    let target = crate::api::resolve_model(
+        &gw,
+        clients,
+        &chat.model,
+        || Ok(Some(chat.clone())),
+        &mut ctx,
+    )
+    .await
+    .map_err(|e| e.in_dialect(dialect))?;
+    let chat = &*chat;
     let build = |b: &BackendInfo, served: &str| Ok(chat_call(b, served, chat, req));
     let mut tally = Tally::new(gw.clone(), ctx);
     let served = match forward::open(&gw, clients, &target, &build).await {
@@ -288,7 +298,7 @@ pub async fn serve_chat(
     tally.tokens = Some((resp.usage.input, resp.usage.output));
     let body = (answer.whole)(&resp);
     let mut out = HttpResponse::Ok();
-    with_served_headers(&mut out, &served);
+    with_served_headers(&mut out, &served, tally.ctx.category.as_deref());
     Ok(out.json(body))
 }
 
@@ -304,7 +314,7 @@ pub fn stream_response(
         Dialect::Ollama => "application/x-ndjson",
         _ => "text/event-stream",
     });
-    with_served_headers(&mut resp, &served);
+    with_served_headers(&mut resp, &served, tally.ctx.category.as_deref());
     resp.streaming(forward::relay_stream(served, relay, tally))
 }
 
@@ -385,7 +395,7 @@ pub async fn serve_embed(
         .map_err(|e| e.in_dialect(dialect))?;
     tally.tokens = Some((resp.input_tokens, 0));
     let mut out = HttpResponse::Ok();
-    with_served_headers(&mut out, &served);
+    with_served_headers(&mut out, &served, None);
     Ok(out.json(encode(&resp)))
 }
 

@@ -100,11 +100,47 @@ pub async fn authenticate(_req: &HttpRequest, _gw: &Gateway) -> Result<Caller, G
 }
 
 /// Tells the client which backend and model served it.
-pub fn with_served_headers(resp: &mut HttpResponseBuilder, served: &forward::Served) {
+pub fn with_served_headers(
+    resp: &mut HttpResponseBuilder,
+    served: &forward::Served,
+    category: Option<&str>,
+) {
+    if let Some(c) = category {
+        resp.insert_header(("x-corral-category", c));
+    }
     resp.insert_header(("x-corral-backend", served.backend().name.as_str()))
         .insert_header(("x-corral-model", served.model.as_str()))
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"));
+}
+
+/// The model to place for `requested`: aliases first, then the virtual `auto` model, which
+/// classifies the request and records its category in `ctx`.
+pub async fn resolve_model(
+    gw: &Gateway,
+    clients: &crate::upstream::UpstreamClients,
+    requested: &str,
+    chat: impl FnOnce() -> Result<Option<std::sync::Arc<crate::ir::ChatRequest>>, GatewayError>,
+    ctx: &mut forward::Ctx,
+) -> Result<String, GatewayError> {
+    let target = gw.aliases.resolve(requested);
+    if !gw.auto.is_auto(target) {
+        return Ok(target.to_string());
+    }
+    let Some(chat) = chat()? else {
+        return Err(GatewayError::bad_field(
+            "model",
+            format!("\"{requested}\" picks chat models only; name an embedding model"),
+        ));
+    };
+    let catalogue = gw.auto.catalogue(&gw.fleet, clients).await;
+    let views = gw.fleet.snapshot().await;
+    let decision = gw.auto.decide(&chat, &catalogue, &views);
+    ctx.category = Some(decision.classification.category.to_string());
+    match decision.choice {
+        Ok(choice) => Ok(choice.model),
+        Err(none) => Err(GatewayError::new(ErrorKind::NoCapacity, none.to_string())),
+    }
 }
 
 /// Every route of the gateway.

@@ -186,10 +186,16 @@ async fn generation(
     let stream = streams_by_default && p.stream.unwrap_or(true);
     let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
     ctx.requested_model = requested.clone();
-    let target = gw.aliases.resolve(&requested).to_string();
-    // Decoded only if a backend of another dialect is chosen.
+    // Decoded only if the virtual `auto` model or a backend of another dialect needs it.
     let canonical: Lazy<Canonical> = Lazy::default();
     let decode = || Canonical::decode(path, &body);
+    let auto_view = || match canonical.get(decode)? {
+        Canonical::Chat(c) => Ok(Some(std::sync::Arc::new((**c).clone()))),
+        _ => Ok(None),
+    };
+    let target = api::resolve_model(&gw, &clients, &requested, auto_view, &mut ctx)
+        .await
+        .map_err(err)?;
     let build = |backend: &BackendInfo, served: &str| -> Result<Call, GatewayError> {
         match (backend.config.kind, canonical.get(decode)?) {
             (BackendKind::Ollama, _) => Ok(Call::post_json(
@@ -246,7 +252,7 @@ async fn generation(
         .succeeded(served.ttfb, tally.ctx.started.elapsed());
     let mut resp = HttpResponse::Ok();
     resp.content_type("application/json; charset=utf-8");
-    with_served_headers(&mut resp, &served);
+    with_served_headers(&mut resp, &served, tally.ctx.category.as_deref());
     Ok(resp.body(bytes))
 }
 
@@ -291,7 +297,7 @@ async fn translated(
                 .map_err(err)?;
             tally.tokens = Some((resp.usage.input, resp.usage.output));
             let mut out = HttpResponse::Ok();
-            with_served_headers(&mut out, &served);
+            with_served_headers(&mut out, &served, tally.ctx.category.as_deref());
             Ok(out.json(ollama::encode_response(&resp, requested, !c.completion)))
         }
         Canonical::Embed(e) => {
@@ -299,7 +305,7 @@ async fn translated(
             let (resp, served) = chat::whole(served, &mut tally, parse).await.map_err(err)?;
             tally.tokens = Some((resp.input_tokens, 0));
             let mut out = HttpResponse::Ok();
-            with_served_headers(&mut out, &served);
+            with_served_headers(&mut out, &served, tally.ctx.category.as_deref());
             Ok(out.json(ollama::encode_embed_response(&resp, requested, e.legacy)))
         }
         Canonical::Show => Err(err(GatewayError::internal("show is answered locally"))),

@@ -88,7 +88,7 @@ async fn completion_like(
             }
         }),
     };
-    chat::serve_chat(&req, gw, &clients, ctx, &chat, answer).await
+    chat::serve_chat(&req, gw, &clients, ctx, chat, answer).await
 }
 
 async fn embeddings(

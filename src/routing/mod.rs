@@ -1,6 +1,7 @@
 //! Routing: where a request goes (placement, memory estimates, aliases, the `auto` classifier).
 
 pub mod aliases;
+pub mod auto;
 pub mod catalog;
 pub mod classifier;
 pub mod memory;

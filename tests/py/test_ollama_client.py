@@ -182,3 +182,17 @@ def test_metrics_and_health(fleet):
     assert "corral_time_to_first_byte_seconds_bucket" in text
     assert gw.user_token is None or gw.user_token not in text
     assert httpx.get(f"{gw.url}/ready").status_code == 200
+
+
+@pytest.mark.parametrize("prompt,category", [
+    ("Fix this Rust function:\n```rust\nfn main() { let x: i32 = \"a\"; }\n```", "code"),
+    ("Write a short poem about the sea at night", "creative"),
+])
+def test_auto_model_classifies_and_explains(fleet, prompt, category):
+    gw, _, _ = fleet
+    r = httpx.post(f"{gw.url}/api/chat", headers=gw.headers(), timeout=30,
+                   json={"model": "auto", "stream": False, "messages": [{"role": "user", "content": prompt}]})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-corral-category"] == category
+    assert r.headers["x-corral-model"] not in ("auto", "nomic-embed-text:latest")
+    assert r.json()["model"] == "auto"
