@@ -3,7 +3,7 @@
 //! One `DbConnection` (diesel `MultiConnection`) serves both databases; the scheme of
 //! `database.url` picks which. Reads go through the multi-backend query builder; writes
 //! that need `ON CONFLICT` (which the multi backend cannot express) dispatch to the
-//! concrete connection with [`per_backend!`]. Every call blocks: async code goes through
+//! concrete connection. Every call blocks: async code goes through
 //! [`Store::run`], which moves the work onto tokio's blocking pool.
 
 pub mod cli;
@@ -29,18 +29,6 @@ pub enum DbConnection {
     Sqlite(diesel::SqliteConnection),
     Pg(diesel::PgConnection),
 }
-
-/// Runs `$body` with `$c` bound to the concrete connection, monomorphised per backend.
-/// Used where the multi backend lacks a feature (`ON CONFLICT`).
-macro_rules! per_backend {
-    ($conn:expr, $c:ident => $body:expr) => {
-        match $conn {
-            $crate::store::DbConnection::Sqlite($c) => $body,
-            $crate::store::DbConnection::Pg($c) => $body,
-        }
-    };
-}
-pub(crate) use per_backend;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
