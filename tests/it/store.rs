@@ -537,3 +537,48 @@ fn admin_api_shapes_and_sums(env: Env) {
     });
 }
 both!(admin_api_shapes_and_sums);
+
+// ---------------------------------------------------------------- schema
+
+/// Every column of `api_keys` (not used by code yet) reads back with schema.rs's types,
+/// so schema.rs and both migrations agree on it.
+fn api_keys_table_matches_schema(env: Env) {
+    use corral::store::schema::api_keys;
+    use diesel::prelude::*;
+    let store = env.store();
+    let t = corral::store::now();
+    let row = store
+        .blocking(|c| {
+            diesel::insert_into(api_keys::table)
+                .values((
+                    api_keys::id.eq("k1"),
+                    api_keys::pool.eq("cloud"),
+                    api_keys::secret.eq("sk-test"),
+                    api_keys::prefix.eq("sk-t"),
+                    api_keys::label.eq(Some("a@b")),
+                    api_keys::category.eq(None::<String>),
+                    api_keys::state.eq("active"),
+                    api_keys::failures.eq(2),
+                    api_keys::created_at.eq(t),
+                    api_keys::updated_at.eq(t),
+                ))
+                .execute(c)?;
+            Ok(api_keys::table.select(api_keys::all_columns).first::<(
+                String,
+                String,
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+                String,
+                i32,
+                chrono::NaiveDateTime,
+                chrono::NaiveDateTime,
+            )>(c)?)
+        })
+        .unwrap();
+    assert_eq!(row.0, "k1");
+    assert_eq!(row.7, 2);
+    assert_eq!(row.8, t);
+}
+both!(api_keys_table_matches_schema);
