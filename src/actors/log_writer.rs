@@ -29,6 +29,8 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(200);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest one write attempt waits for a connection.
+const ATTEMPT_MAX: Duration = Duration::from_secs(5);
 /// At most one "queue full" warning per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -41,11 +43,14 @@ struct Shared {
     /// Milliseconds since `started` of the last overflow warning (+1; 0 = never).
     last_warn_ms: AtomicU64,
     dropped_since_warn: AtomicU64,
+    /// Every row this writer dropped, for `shutdown`'s answer.
+    dropped_total: AtomicU64,
 }
 
 impl Shared {
     fn dropped(&self, n: u64, why: &str) {
         self.metrics.log_dropped.inc_by(n);
+        self.dropped_total.fetch_add(n, Ordering::Relaxed);
         self.dropped_since_warn.fetch_add(n, Ordering::Relaxed);
         let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
         let last = self.last_warn_ms.load(Ordering::Relaxed);
@@ -58,6 +63,21 @@ impl Shared {
         {
             let count = self.dropped_since_warn.swap(0, Ordering::Relaxed);
             tracing::warn!(dropped = count, reason = why, "request log rows dropped");
+        }
+    }
+
+    /// How long one database attempt may wait: until the shutdown deadline once closing.
+    fn attempt_budget(&self) -> Duration {
+        let deadline = if self.closing.load(Ordering::Acquire) {
+            self.deadline.lock().ok().and_then(|d| *d)
+        } else {
+            None
+        };
+        match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(50), ATTEMPT_MAX),
+            None => ATTEMPT_MAX,
         }
     }
 
@@ -120,8 +140,10 @@ impl LogSink {
     }
 
     /// Writes everything queued, then stops the writer. Waits at most `grace`; rows still
-    /// unwritten then (database down) are counted as dropped. Returns true if all were written.
+    /// unwritten then (database down) are counted as dropped. Returns true when everything
+    /// queued was written.
     pub async fn shutdown(&self, grace: Duration) -> bool {
+        let dropped_before = self.shared.dropped_total.load(Ordering::Relaxed);
         if let Ok(mut d) = self.shared.deadline.lock() {
             *d = Some(Instant::now() + grace);
         }
@@ -131,7 +153,15 @@ impl LogSink {
         // statement in flight.
         let waited = tokio::time::timeout(grace + Duration::from_secs(1), done.wait_for(|d| *d));
         let finished = matches!(waited.await, Ok(Ok(_)));
-        finished && self.shared.metrics.log_queue_depth.get() == 0
+        let left = self.shared.metrics.log_queue_depth.get();
+        if !finished && left > 0 {
+            tracing::error!(
+                rows = left,
+                "log writer still busy at the end of the shutdown grace; these rows may be lost"
+            );
+        }
+        let lost = self.shared.dropped_total.load(Ordering::Relaxed) > dropped_before;
+        finished && left == 0 && !lost
     }
 
     /// Rows accepted and not yet written or dropped.
@@ -156,6 +186,7 @@ impl LogWriter {
             started: Instant::now(),
             last_warn_ms: AtomicU64::new(0),
             dropped_since_warn: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
         });
         let writer = Writer {
             store,
@@ -263,9 +294,17 @@ impl Writer {
                     .dropped(n as u64, "database unreachable at shutdown");
                 break;
             }
-            match self.store.blocking(|c| logs::insert_batch(c, &rows)) {
+            let budget = self.shared.attempt_budget();
+            let written = self
+                .store
+                .blocking_within(budget, |c| logs::insert_batch(c, &rows));
+            let reachable = || {
+                let budget = self.shared.attempt_budget();
+                self.store.ping_within(budget).is_ok()
+            };
+            match written {
                 Ok(_) => break,
-                Err(e) if self.store.ping_blocking().is_ok() => {
+                Err(e) if reachable() => {
                     failures += 1;
                     if failures < 3 {
                         continue;
@@ -285,7 +324,7 @@ impl Writer {
                         tracing::warn!(error = %e, queued = self.shared.metrics.log_queue_depth.get(),
                             "database unreachable; holding log rows and retrying");
                     }
-                    std::thread::sleep(backoff);
+                    std::thread::sleep(backoff.min(self.shared.attempt_budget()));
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }

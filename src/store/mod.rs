@@ -213,9 +213,18 @@ impl Store {
         &self,
         f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.blocking_within(CHECKOUT_TIMEOUT, f)
+    }
+
+    /// [`Store::blocking`], waiting at most `wait` for a connection.
+    pub fn blocking_within<T>(
+        &self,
+        wait: Duration,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self
             .pool
-            .get()
+            .get_timeout(wait)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         f(&mut conn)
     }
@@ -239,7 +248,12 @@ impl Store {
 
     /// [`Store::ping`] for threads that may block.
     pub fn ping_blocking(&self) -> Result<(), StoreError> {
-        self.blocking(|c| c.ping().map_err(StoreError::from))
+        self.ping_within(CHECKOUT_TIMEOUT)
+    }
+
+    /// [`Store::ping_blocking`], waiting at most `wait` for a connection.
+    pub fn ping_within(&self, wait: Duration) -> Result<(), StoreError> {
+        self.blocking_within(wait, |c| c.ping().map_err(StoreError::from))
     }
 }
 

@@ -582,3 +582,45 @@ fn api_keys_table_matches_schema(env: Env) {
     assert_eq!(row.8, t);
 }
 both!(api_keys_table_matches_schema);
+
+// ---------------------------------------------------------------- retention and loss
+
+fn retention_prunes_old_rows_keeps_aggregates_longer(env: Env) {
+    let store = env.store();
+    let day = chrono::TimeDelta::days(1);
+    let at = |days_ago: i64, id: &str| {
+        let mut r = record(id, "alice", "m", 200);
+        r.time = Utc::now() - day * i32::try_from(days_ago).unwrap();
+        logs::LogRow::from_record(r, false)
+    };
+    let rows = vec![at(0, "new"), at(40, "old"), at(400, "ancient")];
+    store.blocking(|c| logs::insert_batch(c, &rows)).unwrap();
+    let (requests, usage) = store
+        .blocking(|c| logs::prune(c, corral::store::now(), Duration::from_secs(30 * 86_400)))
+        .unwrap();
+    // Rows older than 30 days go; aggregates only past 300 days.
+    assert_eq!((requests, usage), (2, 1));
+    assert_eq!(count(&store), 1);
+}
+both!(retention_prunes_old_rows_keeps_aggregates_longer);
+
+#[test]
+fn postgres_down_at_shutdown_counts_rows_as_dropped() {
+    let Some(env) = pg_env() else { return };
+    let server = env.pg().expect("postgres env");
+    let store = env.store();
+    let metrics = Arc::new(Metrics::new());
+    let sink = LogWriter::start(store.clone(), metrics.clone(), &logging(1_000));
+    server.stop().expect("stop postgres");
+    for i in 0..50 {
+        sink.submit(record(&format!("lost-{i}"), "alice", "m", 200));
+    }
+    let drained = rt().block_on(sink.shutdown(Duration::from_secs(2)));
+    assert!(!drained);
+    assert_eq!(
+        metrics.log_dropped.get(),
+        50,
+        "every unwritten row is counted"
+    );
+    assert_eq!(metrics.log_queue_depth.get(), 0);
+}
