@@ -364,3 +364,46 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseConfig;
+
+    #[test]
+    fn bodies_are_kept_only_when_enabled_and_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&DatabaseConfig {
+            url: format!("sqlite://{}", dir.path().join("t.db").display()),
+            pool_size: 2,
+        })
+        .unwrap();
+        let cfg = LoggingConfig {
+            store_bodies: true,
+            body_cap: bytesize::ByteSize::b(16),
+            ..Default::default()
+        };
+        let sink = LogWriter::start(store.clone(), Arc::new(Metrics::new()), &cfg);
+        let rec = |id: &str, body: &'static [u8]| RequestRecord {
+            request_id: id.into(),
+            time: chrono::Utc::now(),
+            user: "u".into(),
+            dialect: "ollama".into(),
+            model_requested: "m".into(),
+            status: 200,
+            body: Some(bytes::Bytes::from_static(body)),
+            ..Default::default()
+        };
+        sink.submit(rec("small", b"{\"a\":1}"));
+        sink.submit(rec("big", b"{\"a\":\"0123456789abcdef\"}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(sink.shutdown(Duration::from_secs(10))));
+        let small = store.blocking(|c| logs::one(c, "small")).unwrap().unwrap();
+        assert_eq!(small.1.as_deref(), Some("{\"a\":1}"));
+        let big = store.blocking(|c| logs::one(c, "big")).unwrap().unwrap();
+        assert!(!big.0.has_body && big.1.is_none());
+    }
+}
