@@ -75,6 +75,8 @@ pub fn require_admin(p: &Principal) -> Result<(), GatewayError> {
 struct Snapshot {
     by_hash: HashMap<[u8; 32], (String, Principal)>,
     loaded_at: Option<Instant>,
+    /// Last failed reload: while the database is down, lookups don't queue up on it.
+    failed_at: Option<Instant>,
 }
 
 struct Inner {
@@ -209,8 +211,20 @@ impl Authenticator {
         if reloaded_meanwhile {
             return Ok(());
         }
+        let failed_at = self.inner.snapshot.read().failed_at;
+        if failed_at.is_some_and(|t| t.elapsed() < MISS_RELOAD_INTERVAL) {
+            return Err(crate::store::StoreError::Unavailable(
+                "the last reload failed moments ago".into(),
+            ));
+        }
         let started = Instant::now();
-        let active = self.inner.store.run(users::active).await?;
+        let active = match self.inner.store.run(users::active).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.inner.snapshot.write().failed_at = Some(Instant::now());
+                return Err(e);
+            }
+        };
         let by_hash = active
             .iter()
             .filter_map(|u| {
@@ -221,6 +235,7 @@ impl Authenticator {
         let mut snap = self.inner.snapshot.write();
         snap.by_hash = by_hash;
         snap.loaded_at = Some(started);
+        snap.failed_at = None;
         Ok(())
     }
 }

@@ -624,3 +624,38 @@ fn postgres_down_at_shutdown_counts_rows_as_dropped() {
     );
     assert_eq!(metrics.log_queue_depth.get(), 0);
 }
+
+#[test]
+fn postgres_down_auth_serves_cached_users_and_fails_closed() {
+    let Some(env) = pg_env() else { return };
+    let server = env.pg().expect("postgres env");
+    let store = env.store();
+    let (_, token) = store
+        .blocking(|c| users::create(c, "alice", false, None, None))
+        .unwrap();
+    let cfg = AuthConfig {
+        allow_anonymous: false,
+        cache_ttl: Duration::from_millis(200),
+    };
+    let auth = Authenticator::new(store.clone(), &cfg);
+    rt().block_on(async {
+        let h = headers(&[("x-api-key", &token)]);
+        assert_eq!(auth.authenticate(&h).await.unwrap().name, "alice");
+        server.stop().expect("stop postgres");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Stale but recent: the known user keeps working through the outage.
+        assert_eq!(auth.authenticate(&h).await.unwrap().name, "alice");
+        // An unknown token cannot be verified: refused, never let through.
+        let other = users::new_token();
+        let started = std::time::Instant::now();
+        let err = auth
+            .authenticate(&headers(&[("x-api-key", &other)]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Internal);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no queueing on a dead database"
+        );
+    });
+}
