@@ -25,10 +25,13 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+# An empty config: with diesel.toml, `migration run` would rewrite schema.rs itself.
+: >"$tmp/diesel.toml"
+dsl() { diesel --config-file "$tmp/diesel.toml" "$@"; }
 
 # SQLite: the generated file as diesel prints it.
-diesel migration run --database-url "$tmp/s.db" --migration-dir migrations/sqlite >/dev/null
-diesel print-schema --database-url "$tmp/s.db" >"$tmp/sqlite.rs"
+dsl migration run --database-url "$tmp/s.db" --migration-dir migrations/sqlite >/dev/null
+dsl print-schema --database-url "$tmp/s.db" >"$tmp/sqlite.rs"
 if [[ "${1:-}" == "--write" ]]; then
     cp "$tmp/sqlite.rs" "$schema"
     echo "schema-check: wrote $schema"
@@ -59,8 +62,8 @@ if [[ -z "$url" ]]; then
     as_pg "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/log" -o "-p $port -k $pgdata -c listen_addresses=127.0.0.1" -w start >/dev/null
     url="postgres://postgres@127.0.0.1:$port/postgres"
 fi
-diesel migration run --database-url "$url" --migration-dir migrations/postgres >/dev/null
-diesel print-schema --database-url "$url" \
+dsl migration run --database-url "$url" --migration-dir migrations/postgres >/dev/null
+dsl print-schema --database-url "$url" \
     | sed -e 's/\bInt4\b/Integer/g; s/\bInt8\b/BigInt/g; s/\bBytea\b/Binary/g; s/\bVarchar\b/Text/g' \
     >"$tmp/pg.rs"
 if [[ "$(squash "$tmp/pg.rs")" != "$(squash "$schema")" ]]; then
