@@ -1,3 +1,5 @@
 //! Integration tests: one binary, one module per area, against `corral sim` upstreams.
 mod proxy;
 mod sim;
+mod store;
+mod support;
