@@ -23,16 +23,23 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, middleware, web};
 
+use crate::actors::log_writer::{LogSink, LogWriter};
 use crate::actors::supervisor::Fleet;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::routing::aliases::Aliases;
+use crate::store::Store;
+use crate::store::logs::RequestRecord;
 use crate::upstream::UpstreamClients;
 
 /// Everything the handlers share, built once before the HTTP server starts.
 pub struct Gateway {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub store: Store,
+    pub auth: Authenticator,
+    pub logs: LogSink,
     pub fleet: Fleet,
     pub aliases: Aliases,
     pub auto: routing::auto::AutoRouter,
@@ -44,8 +51,18 @@ impl Gateway {
     pub async fn start(config: Config) -> Result<Gateway, String> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
+        let db = config.database.clone();
+        let store = actix_web::rt::task::spawn_blocking(move || Store::connect(&db))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("database {}: {e}", config::redact_url(&config.database.url)))?;
+        let auth = Authenticator::new(store.clone(), &config.auth);
+        let logs = LogWriter::start(store.clone(), metrics.clone(), &config.logging);
         let fleet = Fleet::start(&config, metrics.clone());
         Ok(Gateway {
+            store,
+            auth,
+            logs,
             aliases: Aliases::new(&config.routing),
             auto: routing::auto::AutoRouter::new(&config.routing),
             config,
@@ -59,25 +76,61 @@ impl Gateway {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Writes what the request log still holds, within `shutdown_grace`.
+    pub async fn drain_logs(&self) {
+        if !self.logs.shutdown(self.config.server.shutdown_grace).await {
+            tracing::warn!(
+                "some request-log rows could not be written before shutdown (counted as dropped)"
+            );
+        }
+    }
+
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Final accounting of one request (the request log).
+    /// Final accounting of one request: a row for the request log, never waiting on it.
     pub fn record(&self, tally: &api::forward::Tally) {
-        tracing::debug!(
-            request_id = %tally.ctx.request_id,
-            status = tally.status,
-            model = %tally.served_model,
-            backend = %tally.backend,
-            "request finished"
-        );
+        let ctx = &tally.ctx;
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let body_len = ctx.body.as_ref().map_or(0, |b| b.len());
+        let (tokens_in, tokens_out, estimated) = match tally.tokens {
+            Some((i, o)) => (i, o, false),
+            None => (ir::estimate_tokens(body_len), 0, true),
+        };
+        self.logs.submit(RequestRecord {
+            request_id: ctx.request_id.clone(),
+            time: chrono::Utc::now(),
+            user: ctx.user.clone(),
+            client_ip: some(&ctx.client_ip),
+            dialect: ctx.dialect.label().to_string(),
+            model_requested: ctx.requested_model.clone(),
+            model_served: some(&tally.served_model),
+            backend: some(&tally.backend),
+            key_id: tally.key_id.clone(),
+            status: tally.status,
+            tokens_in,
+            tokens_out,
+            tokens_estimated: estimated,
+            ttfb_ms: tally.ttfb.map(|t| t.as_millis() as u64),
+            duration_ms: ctx.started.elapsed().as_millis() as u64,
+            error: tally.error.clone(),
+            category: ctx.category.clone(),
+            body: ctx.body.clone(),
+        });
     }
 }
 
-/// A fresh admin token for `corral demo`, once users exist in the store.
-pub fn demo_admin_token(_cfg: &Config) -> Result<Option<String>, String> {
-    Ok(None)
+/// A fresh admin token for `corral demo` (the `demo-admin` user, created or rotated).
+pub fn demo_admin_token(cfg: &Config) -> Result<Option<String>, String> {
+    let store = Store::connect(&cfg.database).map_err(|e| e.to_string())?;
+    let token = store
+        .blocking(|conn| match store::users::get(conn, "demo-admin")? {
+            Some(_) => store::users::rotate(conn, "demo-admin").map(|(_, t)| t),
+            None => store::users::create(conn, "demo-admin", true, None, None).map(|(_, t)| t),
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Some(token))
 }
 
 /// The actix application for one worker: shared state plus a per-worker upstream client.
@@ -93,10 +146,13 @@ pub fn app(
     >,
 > {
     let clients = web::Data::new(UpstreamClients::new(gw.fleet.backends()));
+    let (gw_store, gw_auth) = (gw.store.clone(), gw.auth.clone());
     App::new()
         .app_data(gw)
         .app_data(clients)
         .wrap(middleware::from_fn(api::request_id))
+        .app_data(web::Data::new(gw_store))
+        .app_data(web::Data::new(gw_auth))
         .configure(api::configure)
         .default_service(web::to(api::not_found))
 }
@@ -123,10 +179,11 @@ impl Running {
     }
 
     /// Graceful stop: readiness turns 503, the listener closes, in-flight requests get
-    /// `shutdown_grace` to finish.
+    /// `shutdown_grace` to finish, then queued request-log rows are written.
     pub async fn shutdown(&self) {
         self.gateway.set_draining();
         self.handle.stop(true).await;
+        self.gateway.drain_logs().await;
     }
 }
 

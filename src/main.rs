@@ -37,6 +37,13 @@ enum Command {
     },
     /// A simulated Ollama server.
     Sim(corral::sim::SimArgs),
+    /// Apply the embedded database migrations and exit.
+    Migrate,
+    /// People and their tokens.
+    Users {
+        #[command(subcommand)]
+        cmd: corral::store::cli::UsersCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,14 @@ fn main() -> ExitCode {
         },
         Command::Demo { port } => block_on(corral::demo::run(port, wait_for_signal())),
         Command::Sim(args) => block_on(corral::sim::run(args)),
+        Command::Migrate => match load() {
+            Ok(cfg) => runtime_result(corral::store::cli::run_migrate(&cfg)),
+            Err(e) => usage_error(e),
+        },
+        Command::Users { cmd } => match load() {
+            Ok(cfg) => runtime_result(corral::store::cli::run_users(&cfg, cmd)),
+            Err(e) => usage_error(e),
+        },
         Command::Serve { listen } => match load() {
             Ok(cfg) => run_server(cfg, listen),
             Err(e) => usage_error(e),
@@ -63,6 +78,16 @@ fn main() -> ExitCode {
 
 fn block_on(fut: impl std::future::Future<Output = std::io::Result<()>>) -> ExitCode {
     match actix_web::rt::System::new().block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime_result(r: Result<(), String>) -> ExitCode {
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("corral: {e}");
@@ -98,7 +123,10 @@ fn run_server(cfg: Config, listen: Option<String>) -> ExitCode {
             gateway.set_draining();
             handle.stop(true).await;
         });
-        running.wait().await
+        let gateway = running.gateway.clone();
+        let served = running.wait().await;
+        gateway.drain_logs().await;
+        served
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

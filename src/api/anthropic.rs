@@ -33,6 +33,7 @@ async fn messages(
     let chat = anthropic::decode_messages(&body).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::Anthropic, caller.name);
     ctx.requested_model = chat.model.clone();
+    ctx.body = Some(body.clone());
     let id = anthropic::new_message_id();
     let (model, estimate) = (chat.model.clone(), chat.estimate_input_tokens());
     let (id2, model2) = (id.clone(), model.clone());

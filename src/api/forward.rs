@@ -25,6 +25,8 @@ pub struct Ctx {
     pub requested_model: String,
     /// Set for the virtual `auto` model.
     pub category: Option<String>,
+    /// The request body, for token estimates and (when enabled) the request log.
+    pub body: Option<Bytes>,
 }
 
 impl Ctx {
@@ -46,6 +48,7 @@ impl Ctx {
             client_ip,
             requested_model: String::new(),
             category: None,
+            body: None,
         }
     }
 }
@@ -220,6 +223,7 @@ pub struct Tally {
     pub backend: String,
     pub served_model: String,
     pub status: u16,
+    pub key_id: Option<String>,
     pub tokens: Option<(u64, u64)>,
     pub ttfb: Option<Duration>,
     pub error: Option<String>,
@@ -234,6 +238,7 @@ impl Tally {
             backend: String::new(),
             served_model: String::new(),
             status: 0,
+            key_id: None,
             tokens: None,
             ttfb: None,
             error: None,

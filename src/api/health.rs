@@ -21,6 +21,9 @@ async fn ready(gw: web::Data<Gateway>) -> HttpResponse {
     if gw.is_draining() {
         problems.push("draining".to_string());
     }
+    if let Err(e) = gw.store.ping().await {
+        problems.push(format!("database: {e}"));
+    }
     let views = gw.fleet.snapshot().await;
     if !gw.config.backends.is_empty() && !views.iter().any(|v| v.up) {
         problems.push("no healthy backend".to_string());

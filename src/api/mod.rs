@@ -84,19 +84,12 @@ pub async fn read_body(
     Ok(buf.freeze())
 }
 
-/// Who is calling.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: String,
-    pub admin: bool,
-}
-
 /// Resolves the caller from `Authorization: Bearer` or `x-api-key`.
-pub async fn authenticate(_req: &HttpRequest, _gw: &Gateway) -> Result<Caller, GatewayError> {
-    Ok(Caller {
-        name: "anonymous".into(),
-        admin: false,
-    })
+pub async fn authenticate(
+    req: &HttpRequest,
+    gw: &Gateway,
+) -> Result<crate::auth::Principal, GatewayError> {
+    gw.auth.authenticate(req.headers()).await
 }
 
 /// Tells the client which backend and model served it.
@@ -146,6 +139,7 @@ pub async fn resolve_model(
 /// Every route of the gateway.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+    admin::configure(cfg);
     dashboard::configure(cfg);
     ollama::configure(cfg);
     openai::configure(cfg);

@@ -186,6 +186,7 @@ async fn generation(
     let stream = streams_by_default && p.stream.unwrap_or(true);
     let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
     ctx.requested_model = requested.clone();
+    ctx.body = Some(body.clone());
     // Decoded only if the virtual `auto` model or a backend of another dialect needs it.
     let canonical: Lazy<Canonical> = Lazy::default();
     let decode = || Canonical::decode(path, &body);

@@ -64,6 +64,7 @@ async fn completion_like(
     .map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = chat.model.clone();
+    ctx.body = Some(body.clone());
     let (id, created, model, usage) = (
         openai::new_completion_id(),
         now(),
@@ -104,6 +105,7 @@ async fn embeddings(
     let embed = openai::decode_embeddings(&body).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = embed.model.clone();
+    ctx.body = Some(body.clone());
     let (model, encoding) = (embed.model.clone(), embed.encoding);
     chat::serve_embed(gw, &clients, ctx, &embed, Dialect::OpenAi, |r| {
         openai::encode_embeddings_response(r, &model, encoding)

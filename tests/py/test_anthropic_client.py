@@ -137,7 +137,9 @@ def test_auth_variants(claude):
     ask = dict(model="claude-sonnet-4-6", max_tokens=32, messages=[{"role": "user", "content": "x"}])
     sdk(gw, api_key=gw.user_token).messages.create(**ask)
     sdk(gw, auth_token=gw.user_token).messages.create(**ask)
-    sdk(gw, api_key="sk-ant-unrelated", auth_token=gw.user_token).messages.create(**ask)
+    # Some Claude Code versions send both: a gateway Bearer token and an unrelated x-api-key.
+    sdk(gw, api_key="sk-ant-unrelated",
+        default_headers={"Authorization": f"Bearer {gw.user_token}"}).messages.create(**ask)
     with pytest.raises(anthropic.AuthenticationError):
         sdk(gw, api_key="crl_wrong").messages.create(**ask)
 
