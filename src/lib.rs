@@ -8,6 +8,7 @@ pub mod config;
 pub mod dialect;
 pub mod error;
 pub mod ir;
+pub mod keys;
 pub mod metrics;
 pub mod routing;
 pub mod sim;
