@@ -10,6 +10,7 @@ pub mod error;
 pub mod ir;
 pub mod keys;
 pub mod metrics;
+pub mod ratelimit;
 pub mod routing;
 pub mod sim;
 pub mod store;

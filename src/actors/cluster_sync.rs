@@ -93,6 +93,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     opts: SyncOptions,
     commands_ok: AtomicBool,
+    /// The ticker has tried Redis at least once (before that "down" means "unknown").
+    checked: AtomicBool,
     subscribed: AtomicBool,
     live: AtomicU32,
     revocations: broadcast::Sender<String>,
@@ -150,6 +152,7 @@ impl ClusterSync {
             metrics,
             opts,
             commands_ok: AtomicBool::new(false),
+            checked: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             live: AtomicU32::new(1),
             revocations,
@@ -176,6 +179,13 @@ impl ClusterSync {
     pub fn is_up(&self) -> bool {
         self.shared.commands_ok.load(Ordering::Relaxed)
             && self.shared.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// True once the last background call to Redis failed: callers should not wait on it.
+    pub fn is_down(&self) -> bool {
+        self.is_clustered()
+            && self.shared.checked.load(Ordering::Relaxed)
+            && !self.shared.commands_ok.load(Ordering::Relaxed)
     }
 
     /// Replicas that sent a heartbeat recently (at least 1; the last count while Redis is away).
@@ -357,6 +367,7 @@ async fn ticker(shared: Arc<Shared>) {
             }
         }
         shared.commands_ok.store(ok.is_ok(), Ordering::Relaxed);
+        shared.checked.store(true, Ordering::Relaxed);
         update_gauge(&shared);
     }
     let key = format!("{REPLICA_PREFIX}{}", shared.replica_id);
