@@ -1,1 +1,3 @@
 //! Integration tests: one binary, one module per area, against `corral sim` upstreams.
+mod cluster;
+mod support_redis;
