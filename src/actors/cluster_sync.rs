@@ -133,7 +133,14 @@ impl ClusterSync {
         metrics: Arc<Metrics>,
         opts: SyncOptions,
     ) -> ClusterSync {
-        let (client, conn) = match connect_lazy(redis_url, &opts) {
+        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+        if !redis_url.is_empty() && !in_runtime {
+            tracing::error!(
+                "ClusterSync started outside a tokio runtime; cluster state stays local"
+            );
+        }
+        let url = if in_runtime { redis_url } else { "" };
+        let (client, conn) = match connect_lazy(url, &opts) {
             Ok(Some((client, conn))) => (Some(client), Some(conn)),
             Ok(None) => (None, None),
             Err(e) => {

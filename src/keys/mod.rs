@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
@@ -100,6 +100,8 @@ struct Inner {
     clock: Clock,
     events: broadcast::Sender<KeyEvent>,
     clustered: AtomicBool,
+    /// `corral_rate_limited_total{scope="key"}`: upstream 429s on a pooled key.
+    key_limited: IntCounter,
 }
 
 /// Every key pool of the gateway; cheap to clone.
@@ -169,6 +171,7 @@ impl KeyPools {
                 clock,
                 events,
                 clustered: AtomicBool::new(false),
+                key_limited: metrics.rate_limited.with_label_values(&["key"]),
             }),
         }
     }
@@ -243,6 +246,9 @@ impl KeyPools {
         let Some(entry) = self.inner.pools.get(lease.pool_idx) else {
             return;
         };
+        if matches!(outcome, KeyOutcome::RateLimited { .. }) {
+            self.inner.key_limited.inc();
+        }
         let mut p = entry.pool.lock();
         let event = p.report(lease.key_idx, &outcome, now);
         set_gauges(entry, &p);
@@ -491,6 +497,11 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::RateLimited);
         assert_eq!(err.retry_after, Some(Duration::from_secs(30)));
         assert!(matches!(events.try_recv(), Ok(KeyEvent::Penalized { .. })));
+        assert!(
+            metrics
+                .render()
+                .contains(r#"corral_rate_limited_total{scope="key"} 1"#)
+        );
         assert!(
             metrics
                 .render()

@@ -149,14 +149,6 @@ impl UsageWindow {
         }
         changed
     }
-
-    /// Replaces the whole window (bootstrap from the cluster's counters).
-    pub fn replace(&mut self, buckets: impl IntoIterator<Item = (i64, u64, u64)>, current: i64) {
-        *self = UsageWindow::default();
-        for (m, r, t) in buckets {
-            self.add(m, current, r, t);
-        }
-    }
 }
 
 /// The live state of one key. Every method takes `now` so tests drive it with a fake clock.
