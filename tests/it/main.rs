@@ -1,5 +1,7 @@
 //! Integration tests: one binary, one module per area, against `corral sim` upstreams.
+mod cluster;
 mod proxy;
 mod sim;
 mod store;
 mod support;
+mod support_redis;
