@@ -42,6 +42,9 @@ pub struct Gateway {
     pub store: Store,
     pub auth: Authenticator,
     pub logs: LogSink,
+    pub keys: keys::KeyPools,
+    pub cluster: actors::cluster_sync::ClusterSync,
+    pub limiter: ratelimit::RateLimiter,
     pub fleet: Fleet,
     pub aliases: Aliases,
     pub auto: routing::auto::AutoRouter,
@@ -61,10 +64,32 @@ impl Gateway {
         let auth = Authenticator::new(store.clone(), &config.auth);
         let logs = LogWriter::start(store.clone(), metrics.clone(), &config.logging);
         let fleet = Fleet::start(&config, metrics.clone());
+        let keys = keys::KeyPools::new(&config, metrics.clone());
+        actors::key::KeyActor::start(keys.clone(), actors::key::TICK);
+        let replica = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let cluster = actors::cluster_sync::ClusterSync::start(
+            &config.redis.url,
+            format!("{replica}-{}", std::process::id()),
+            keys.clone(),
+            metrics.clone(),
+        );
+        let limiter = ratelimit::RateLimiter::new(Some(cluster.clone()), metrics.clone());
+        follow_revocations(&cluster, &auth);
+        if config.auth.allow_anonymous {
+            tracing::warn!(
+                "auth.allow_anonymous = true: requests without a valid token are served as `anonymous`"
+            );
+        }
         Ok(Gateway {
             store,
             auth,
             logs,
+            keys,
+            cluster,
+            limiter,
             aliases: Aliases::new(&config.routing),
             auto: routing::auto::AutoRouter::new(&config.routing),
             config,
@@ -121,6 +146,21 @@ impl Gateway {
             body: ctx.body.clone(),
         });
     }
+}
+
+/// Tokens revoked on another replica stop working here at once.
+fn follow_revocations(cluster: &actors::cluster_sync::ClusterSync, auth: &Authenticator) {
+    let mut rx = cluster.revocations();
+    let auth = auth.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(user) => auth.invalidate_user(&user),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }
 
 /// A fresh admin token for `corral demo` (the `demo-admin` user, created or rotated).

@@ -61,6 +61,26 @@ impl Wire {
     }
 }
 
+/// Revokes `user`'s tokens on every running replica, from a process without a
+/// `ClusterSync` (the `corral users` CLI): one blocking PUBLISH.
+pub fn publish_revocation_once(redis_url: &str, user: &str) -> Result<(), String> {
+    let wire = Wire::Revoke {
+        origin: format!("cli-{}", std::process::id()),
+        user: user.to_string(),
+    };
+    let payload = serde_json::to_string(&wire).map_err(|e| e.to_string())?;
+    let client = redis::Client::open(redis_url).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    redis::cmd("PUBLISH")
+        .arg(EVENTS_CHANNEL)
+        .arg(payload)
+        .query::<i64>(&mut conn)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Timings; the defaults suit production, tests shorten them.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncOptions {

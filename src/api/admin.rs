@@ -125,6 +125,9 @@ async fn user_action(
         }
     };
     auth.invalidate_user(&name);
+    if let Some(gw) = req.app_data::<web::Data<crate::Gateway>>() {
+        gw.cluster.publish_revocation(&name);
+    }
     tracing::info!(user = %name, action = %action, "user changed through the admin API");
     let mut out = json!({ "user": user.to_json() });
     if let Some(t) = token {

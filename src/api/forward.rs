@@ -11,10 +11,11 @@ use crate::Gateway;
 use crate::actors::supervisor::{BackendInfo, FailureReason, Lease, PlaceRequest};
 use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
+use crate::keys::{KeyLease, KeyOutcome};
 use crate::upstream::{self, BodyStream, Call, UpstreamClients};
 
 /// Who asked what, carried from the handler to the final accounting.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ctx {
     pub request_id: String,
     pub dialect: Dialect,
@@ -27,6 +28,8 @@ pub struct Ctx {
     pub category: Option<String>,
     /// The request body, for token estimates and (when enabled) the request log.
     pub body: Option<Bytes>,
+    /// The user's rate-limit grant, reconciled with the real token count at the end.
+    pub reservation: Option<crate::ratelimit::Reservation>,
 }
 
 impl Ctx {
@@ -49,6 +52,7 @@ impl Ctx {
             requested_model: String::new(),
             category: None,
             body: None,
+            reservation: None,
         }
     }
 }
@@ -56,6 +60,8 @@ impl Ctx {
 /// An upstream that answered 2xx and has produced its first body bytes.
 pub struct Served {
     pub lease: Lease,
+    /// The upstream key used, for keyed backends; told the token count at the end.
+    pub key: Option<KeyLease>,
     /// The model that is actually serving (after aliases and fallbacks).
     pub model: String,
     pub status: actix_web::http::StatusCode,
@@ -141,10 +147,73 @@ async fn try_model(
             Err(e) => return Err(last.unwrap_or(e)),
         };
         let backend = lease.backend.clone();
-        let call = build(&backend, model)?;
-        let Some(client) = clients.get(backend.id) else {
-            return Err(GatewayError::internal("backend has no client"));
+        match try_backend(gw, clients, lease, build).await {
+            Ok(served) => return Ok(served),
+            Err(f) => {
+                if !f.error.retryable {
+                    return Err(f.error);
+                }
+                // A pooled connection closed by the upstream while idle fails on first
+                // write; that is safe to retry once on the same backend.
+                if f.reason == FailureReason::Protocol && !stale_retried {
+                    stale_retried = true;
+                } else {
+                    exclude.push(backend.id);
+                }
+                gw.metrics
+                    .failovers
+                    .with_label_values(&[reason_label(f.reason)])
+                    .inc();
+                last = Some(f.error);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| GatewayError::new(ErrorKind::NoCapacity, "no attempt left")))
+}
+
+/// How many keys one request may burn through on one backend before moving on.
+const KEY_TRIES: usize = 8;
+
+/// One placed backend: with a keyed backend, a 429 or a bad key is retried at once with
+/// another key, invisibly to the client, while keys remain.
+async fn try_backend(
+    gw: &Gateway,
+    clients: &UpstreamClients,
+    lease: Lease,
+    build: &dyn Fn(&BackendInfo, &str) -> Result<Call, GatewayError>,
+) -> Result<Served, upstream::Failure> {
+    let backend = lease.backend.clone();
+    let model = lease.model.clone();
+    let Some(client) = clients.get(backend.id) else {
+        return Err(upstream::Failure::new(
+            GatewayError::internal("backend has no client"),
+            FailureReason::Protocol,
+        ));
+    };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let key = match &backend.config.key_pool {
+            Some(pool) => match gw.keys.pick(pool, &model) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    // Every key cooling down: another backend may still serve.
+                    lease.failed(FailureReason::Overloaded);
+                    let retryable =
+                        e.kind != ErrorKind::RateLimited || gw.fleet.backends().len() > 1;
+                    return Err(upstream::Failure::new(
+                        e.with_retryable(retryable),
+                        FailureReason::Overloaded,
+                    ));
+                }
+            },
+            None => None,
         };
+        let mut call = build(&backend, &model)
+            .map_err(|e| upstream::Failure::new(e, FailureReason::Client4xx))?;
+        if let Some(h) = upstream::credential(&backend, key.as_ref().map(|k| k.secret())) {
+            call.headers.push(h);
+        }
         let sent_at = Instant::now();
         let deadline = sent_at + backend.config.first_byte_timeout;
         let failure = match upstream::send(client, &backend, call, deadline).await {
@@ -154,7 +223,8 @@ async fn try_model(
                     Ok(first @ (None | Some(Ok(_)))) => {
                         return Ok(Served {
                             lease,
-                            model: model.to_string(),
+                            key,
+                            model,
                             status: opened.status,
                             headers: opened.headers,
                             first: first.and_then(Result::ok),
@@ -162,20 +232,20 @@ async fn try_model(
                             ttfb: sent_at.elapsed(),
                         });
                     }
-                    Ok(Some(Err(e))) => upstream::Failure {
-                        error: GatewayError::new(
+                    Ok(Some(Err(e))) => upstream::Failure::new(
+                        GatewayError::new(
                             ErrorKind::UpstreamProtocol,
                             format!("backend {} broke off: {e}", backend.name),
                         ),
-                        reason: FailureReason::Protocol,
-                    },
-                    Err(_) => upstream::Failure {
-                        error: GatewayError::new(
+                        FailureReason::Protocol,
+                    ),
+                    Err(_) => upstream::Failure::new(
+                        GatewayError::new(
                             ErrorKind::UpstreamTimeout,
                             format!("backend {} sent no answer in time", backend.name),
                         ),
-                        reason: FailureReason::Timeout,
-                    },
+                        FailureReason::Timeout,
+                    ),
                 }
             }
             Err(f) => f,
@@ -185,22 +255,41 @@ async fn try_model(
             .upstream_errors
             .with_label_values(&[backend.name.as_str(), label])
             .inc();
-        lease.failed(failure.reason);
-        if !failure.error.retryable {
-            return Err(failure.error);
+        if let Some(k) = &key {
+            if let Some(outcome) = key_outcome(&failure, &model) {
+                let retry_key = !matches!(outcome, KeyOutcome::ServerError);
+                if matches!(outcome, KeyOutcome::RateLimited { .. }) {
+                    gw.metrics.rate_limited.with_label_values(&["key"]).inc();
+                }
+                gw.keys.report(k, outcome);
+                if retry_key && tries < KEY_TRIES {
+                    tracing::info!(backend = %backend.name, key = %k.prefix(), "upstream key refused; trying another key");
+                    continue;
+                }
+            }
         }
-        tracing::warn!(backend = %backend.name, model, reason = label, "upstream attempt failed: {}", failure.error);
-        // A pooled connection closed by the upstream while idle fails on first write;
-        // that is safe to retry once on the same backend.
-        if failure.reason == FailureReason::Protocol && !stale_retried {
-            stale_retried = true;
-        } else {
-            exclude.push(backend.id);
+        if key.is_none() || !matches!(failure.status, Some(401 | 403 | 429)) {
+            lease.failed(failure.reason);
         }
-        gw.metrics.failovers.with_label_values(&[label]).inc();
-        last = Some(failure.error);
+        tracing::warn!(backend = %backend.name, model = %model, reason = label, "upstream attempt failed: {}", failure.error);
+        return Err(failure);
     }
-    Err(last.unwrap_or_else(|| GatewayError::new(ErrorKind::NoCapacity, "no attempt left")))
+}
+
+/// What an upstream failure says about the key that was used; `None`: not the key's fault.
+fn key_outcome(f: &upstream::Failure, model: &str) -> Option<KeyOutcome> {
+    match f.status? {
+        429 => Some(KeyOutcome::RateLimited {
+            retry_after: f.retry_after,
+            body: f.body.clone(),
+        }),
+        403 if f.body.contains("subscription") => Some(KeyOutcome::ModelDenied {
+            model: model.to_string(),
+        }),
+        401 | 403 => Some(KeyOutcome::AuthFailed),
+        500..=599 => Some(KeyOutcome::ServerError),
+        _ => None,
+    }
 }
 
 /// Turns upstream bytes into client bytes for one answer.
@@ -224,6 +313,7 @@ pub struct Tally {
     pub served_model: String,
     pub status: u16,
     pub key_id: Option<String>,
+    key: Option<KeyLease>,
     pub tokens: Option<(u64, u64)>,
     pub ttfb: Option<Duration>,
     pub error: Option<String>,
@@ -239,6 +329,7 @@ impl Tally {
             served_model: String::new(),
             status: 0,
             key_id: None,
+            key: None,
             tokens: None,
             ttfb: None,
             error: None,
@@ -247,6 +338,8 @@ impl Tally {
     }
 
     pub fn served(&mut self, s: &Served) {
+        self.key = s.key.clone();
+        self.key_id = s.key.as_ref().map(|k| k.id.clone());
         self.backend = s.backend().name.clone();
         self.served_model = s.model.clone();
         self.status = s.status.as_u16();
@@ -300,6 +393,16 @@ impl Drop for Tally {
             m.tokens
                 .with_label_values(&["out", model, backend])
                 .inc_by(tout);
+        }
+        let used = self.tokens.map_or(0, |(i, o)| i + o);
+        if let Some(key) = self.key.take() {
+            if self.finished && self.error.is_none() {
+                self.gw.keys.report(&key, KeyOutcome::Ok { tokens: used });
+            }
+        }
+        if let Some(grant) = self.ctx.reservation.take() {
+            let gw = self.gw.clone();
+            actix_web::rt::spawn(async move { gw.limiter.reconcile(grant, used).await });
         }
         self.gw.record(self);
     }

@@ -2,6 +2,7 @@
 //! and the pieces they share: request ids, bounded body reading, caller identity.
 
 pub mod admin;
+pub mod admin_fleet;
 pub mod anthropic;
 pub mod chat;
 pub mod dashboard;
@@ -92,6 +93,18 @@ pub async fn authenticate(
     gw.auth.authenticate(req.headers()).await
 }
 
+/// The user's rate limits: admitted with an estimate, reconciled at the end (429 otherwise).
+pub async fn admit(
+    gw: &Gateway,
+    who: &crate::auth::Principal,
+    body: &Bytes,
+) -> Result<crate::ratelimit::Reservation, GatewayError> {
+    let estimate = crate::ir::estimate_tokens(body.len());
+    gw.limiter
+        .check(&who.name, who.rpm, who.tpm, estimate)
+        .await
+}
+
 /// Tells the client which backend and model served it.
 pub fn with_served_headers(
     resp: &mut HttpResponseBuilder,
@@ -140,6 +153,7 @@ pub async fn resolve_model(
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     admin::configure(cfg);
+    admin_fleet::configure(cfg);
     dashboard::configure(cfg);
     ollama::configure(cfg);
     openai::configure(cfg);

@@ -184,8 +184,9 @@ async fn generation(
     let p = peek(&body).map_err(err)?;
     let requested = p.model.unwrap_or_default();
     let stream = streams_by_default && p.stream.unwrap_or(true);
-    let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
+    let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name.clone());
     ctx.requested_model = requested.clone();
+    ctx.reservation = Some(api::admit(&gw, &caller, &body).await.map_err(err)?);
     ctx.body = Some(body.clone());
     // Decoded only if the virtual `auto` model or a backend of another dialect needs it.
     let canonical: Lazy<Canonical> = Lazy::default();

@@ -62,8 +62,9 @@ async fn completion_like(
         openai::decode_chat(&body)
     }
     .map_err(err)?;
-    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
+    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name.clone());
     ctx.requested_model = chat.model.clone();
+    ctx.reservation = Some(api::admit(&gw, &caller, &body).await.map_err(err)?);
     ctx.body = Some(body.clone());
     let (id, created, model, usage) = (
         openai::new_completion_id(),
@@ -103,8 +104,9 @@ async fn embeddings(
         .await
         .map_err(err)?;
     let embed = openai::decode_embeddings(&body).map_err(err)?;
-    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
+    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name.clone());
     ctx.requested_model = embed.model.clone();
+    ctx.reservation = Some(api::admit(&gw, &caller, &body).await.map_err(err)?);
     ctx.body = Some(body.clone());
     let (model, encoding) = (embed.model.clone(), embed.encoding);
     chat::serve_embed(gw, &clients, ctx, &embed, Dialect::OpenAi, |r| {

@@ -64,6 +64,7 @@ pub fn run_users(cfg: &Config, cmd: UsersCmd) -> Result<(), String> {
             store
                 .blocking(|c| users::set_active(c, &name, false))
                 .map_err(err)?;
+            announce_revocation(cfg, &name);
             println!("deactivated `{name}`; its token is refused within the auth cache TTL");
         }
         UsersCmd::Activate { name } => {
@@ -74,11 +75,24 @@ pub fn run_users(cfg: &Config, cmd: UsersCmd) -> Result<(), String> {
         }
         UsersCmd::Rotate { name } => {
             let (_, token) = store.blocking(|c| users::rotate(c, &name)).map_err(err)?;
+            announce_revocation(cfg, &name);
             println!("new token for `{name}` (shown once; the old one no longer works):");
             println!("{token}");
         }
     }
     Ok(())
+}
+
+/// With Redis configured, running replicas drop the user's cached token at once.
+fn announce_revocation(cfg: &Config, name: &str) {
+    if cfg.redis.url.is_empty() {
+        return;
+    }
+    if let Err(e) = crate::actors::cluster_sync::publish_revocation_once(&cfg.redis.url, name) {
+        eprintln!(
+            "warning: could not tell running replicas through Redis ({e}); they refuse the old token within the auth cache TTL"
+        );
+    }
 }
 
 /// `corral migrate`: applies pending migrations and says how many.

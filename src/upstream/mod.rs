@@ -85,6 +85,38 @@ pub struct Opened {
 pub struct Failure {
     pub error: GatewayError,
     pub reason: FailureReason,
+    /// The upstream's status, its `Retry-After` and error text, when it answered at all.
+    pub status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    pub body: String,
+}
+
+impl Failure {
+    pub fn new(error: GatewayError, reason: FailureReason) -> Failure {
+        Failure {
+            error,
+            reason,
+            status: None,
+            retry_after: None,
+            body: String::new(),
+        }
+    }
+}
+
+/// The credential for one upstream attempt: a pool key, else the backend's `api_key_env`.
+/// Anthropic upstreams take `x-api-key`; everything else (Ollama Cloud included) Bearer.
+pub fn credential(backend: &BackendInfo, key: Option<&str>) -> Option<(HeaderName, HeaderValue)> {
+    let secret = match key {
+        Some(k) => k.to_string(),
+        None => std::env::var(backend.config.api_key_env.as_deref()?).ok()?,
+    };
+    let (name, value) = match backend.config.kind {
+        crate::config::BackendKind::Anthropic => ("x-api-key", secret),
+        _ => ("authorization", format!("Bearer {secret}")),
+    };
+    let mut value = HeaderValue::from_str(&value).ok()?;
+    value.set_sensitive(true);
+    Some((HeaderName::from_static(name), value))
 }
 
 /// Sends `call` to `backend` and waits for the response head until `deadline`.
@@ -107,13 +139,13 @@ pub async fn send(
     let sent = tokio::time::timeout(remaining, req.send_body(call.body)).await;
     let resp = match sent {
         Err(_) => {
-            return Err(Failure {
-                error: GatewayError::new(
+            return Err(Failure::new(
+                GatewayError::new(
                     ErrorKind::UpstreamTimeout,
                     format!("backend {} did not answer in time", backend.name),
                 ),
-                reason: FailureReason::Timeout,
-            });
+                FailureReason::Timeout,
+            ));
         }
         Ok(Err(e)) => return Err(send_failure(backend, e)),
         Ok(Ok(r)) => r,
@@ -140,10 +172,10 @@ fn send_failure(backend: &BackendInfo, e: SendRequestError) -> Failure {
         SendRequestError::Connect(_) => (ErrorKind::UpstreamConnect, FailureReason::Connect),
         _ => (ErrorKind::UpstreamConnect, FailureReason::Protocol),
     };
-    Failure {
-        error: GatewayError::new(kind, format!("backend {}: {e}", backend.name)),
+    Failure::new(
+        GatewayError::new(kind, format!("backend {}: {e}", backend.name)),
         reason,
-    }
+    )
 }
 
 /// Maps an upstream error status and body to a failover decision (PROTOCOLS.md §1.7).
@@ -170,9 +202,15 @@ pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -
         .with_retryable(retryable)
         .with_upstream_status(code);
     if !retryable {
-        error.message = message;
+        error.message = message.clone();
     }
-    Failure { error, reason }
+    Failure {
+        error,
+        reason,
+        status: Some(code),
+        retry_after: None,
+        body: message,
+    }
 }
 
 /// The human text of an upstream error body in any of the three shapes.
