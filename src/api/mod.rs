@@ -8,6 +8,7 @@ pub mod chat;
 pub mod dashboard;
 pub mod forward;
 pub mod health;
+pub mod manage;
 pub mod ollama;
 pub mod openai;
 

@@ -55,7 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/user/keys/{key}",
         "/api/experimental/{tool}",
     ] {
-        cfg.route(path, web::route().to(management));
+        cfg.route(path, web::route().to(crate::api::manage::management));
     }
 }
 
@@ -75,24 +75,6 @@ async fn ok_empty() -> HttpResponse {
 
 async fn version() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "version": OLLAMA_COMPAT_VERSION }))
-}
-
-/// Management calls fill disks, publish models or sign nodes out: admins only.
-async fn management(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-) -> Result<HttpResponse, DialectError> {
-    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
-    if !caller.admin {
-        return Err(err(GatewayError::new(
-            ErrorKind::Forbidden,
-            format!("{} is reserved for administrators", req.path()),
-        )));
-    }
-    Err(err(GatewayError::new(
-        ErrorKind::Forbidden,
-        "model management through corral is not enabled",
-    )))
 }
 
 /// The fields corral needs from a generation request; the rest passes through untouched.

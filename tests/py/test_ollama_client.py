@@ -196,3 +196,18 @@ def test_auto_model_classifies_and_explains(fleet, prompt, category):
     assert r.headers["x-corral-category"] == category
     assert r.headers["x-corral-model"] not in ("auto", "nomic-embed-text:latest")
     assert r.json()["model"] == "auto"
+
+
+def test_admin_management_fans_out(fleet):
+    gw, a, b = fleet
+    admin = client(gw, gw.admin_token)
+    frames = list(admin.pull("tinyllama:1b", stream=True))
+    assert frames[-1].status == "success"
+    r = httpx.post(f"{gw.url}/api/pull", headers=gw.headers(gw.admin_token), timeout=30,
+                   json={"model": "tinyllama:1b"})
+    lines = [json.loads(x) for x in r.text.strip().split("\n")]
+    assert {x.get("backend") for x in lines if x.get("backend")} == {"gpu-a", "gpu-b"}
+    r = httpx.post(f"{gw.url}/api/pull?backend=gpu-b", headers=gw.headers(gw.admin_token), timeout=30,
+                   json={"model": "tinyllama:1b", "stream": False})
+    assert r.status_code == 200 and r.json()["status"] == "success"
+    assert admin.delete("tinyllama:1b").status == "success"
