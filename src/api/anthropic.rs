@@ -40,6 +40,7 @@ async fn messages(
     let (id2, model2) = (id.clone(), model.clone());
     let answer = Answer {
         dialect: Dialect::Anthropic,
+        raw: Some((body.clone(), "/v1/messages")),
         writer: Box::new(move || {
             ClientWriter::Anthropic(anthropic::StreamWriter::new(&id, &model, estimate))
         }),

@@ -238,6 +238,131 @@ impl Relay for TranslateRelay {
     }
 }
 
+/// Same dialect on both sides (OpenAI→openai, Anthropic→anthropic): SSE frames go through
+/// as the upstream wrote them, read on the side only for usage and a clean end; the model
+/// name is rewritten only when an alias or fallback served the request.
+pub struct SsePassthrough {
+    reader: UpstreamReader,
+    frames: SseParser,
+    rewrite: Option<String>,
+    writer: ClientWriter,
+    events: Vec<StreamEvent>,
+    usage: Option<Usage>,
+}
+
+impl SsePassthrough {
+    pub fn new(kind: BackendKind, rewrite: Option<String>, writer: ClientWriter) -> SsePassthrough {
+        SsePassthrough {
+            reader: UpstreamReader::for_kind(kind),
+            frames: SseParser::new(DEFAULT_MAX_FRAME),
+            rewrite,
+            writer,
+            events: Vec::new(),
+            usage: None,
+        }
+    }
+
+    fn frame(&self, event: Option<&str>, data: &str, out: &mut BytesMut) {
+        if let Some(e) = event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(e.as_bytes());
+            out.extend_from_slice(b"\n");
+        }
+        out.extend_from_slice(b"data: ");
+        match &self.rewrite {
+            Some(model) if data.contains("\"model\"") => {
+                out.extend_from_slice(rewrite_model(data, model).as_bytes());
+            }
+            _ => out.extend_from_slice(data.as_bytes()),
+        }
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn note(&mut self) {
+        for ev in self.events.drain(..) {
+            if let StreamEvent::Done { usage, .. } = ev {
+                self.usage = Some(usage);
+            }
+        }
+    }
+}
+
+/// The same JSON with `model` (top level or in Anthropic's `message`) set to `model`.
+fn rewrite_model(data: &str, model: &str) -> String {
+    let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+        return data.to_string();
+    };
+    if v.get("model").is_some() {
+        v["model"] = Value::String(model.to_string());
+    }
+    if v.pointer("/message/model").is_some() {
+        v["message"]["model"] = Value::String(model.to_string());
+    }
+    v.to_string()
+}
+
+impl Relay for SsePassthrough {
+    fn chunk(&mut self, bytes: &[u8], out: &mut BytesMut) -> Result<(), GatewayError> {
+        let read = self.reader.feed(bytes, &mut self.events);
+        self.note();
+        for f in self.frames.feed(bytes)? {
+            self.frame(f.event.as_deref(), &f.data, out);
+        }
+        read
+    }
+
+    fn end(&mut self, out: &mut BytesMut) -> Result<(), GatewayError> {
+        let read = self.reader.finish(&mut self.events);
+        self.note();
+        if let Some(f) = self.frames.finish()? {
+            self.frame(f.event.as_deref(), &f.data, out);
+        }
+        read?;
+        if self.usage.is_some() {
+            Ok(())
+        } else {
+            Err(GatewayError::new(
+                ErrorKind::UpstreamProtocol,
+                "upstream stream ended before the answer was complete",
+            ))
+        }
+    }
+
+    fn error_frame(&mut self, e: &GatewayError) -> Bytes {
+        self.writer.error(e)
+    }
+
+    fn usage(&self) -> Option<(u64, u64)> {
+        self.usage.map(|u| (u.input, u.output))
+    }
+}
+
+/// Does an upstream of `kind` speak `dialect` natively?
+fn same_dialect(dialect: Dialect, kind: BackendKind) -> bool {
+    matches!(
+        (dialect, kind),
+        (Dialect::OpenAi, BackendKind::Openai) | (Dialect::Anthropic, BackendKind::Anthropic)
+    )
+}
+
+/// The client's own bytes for a same-dialect upstream, with only `model` changed.
+fn raw_call(
+    backend: &BackendInfo,
+    served: &str,
+    raw: &Bytes,
+    path: &str,
+    client: &HttpRequest,
+) -> Result<Call, GatewayError> {
+    let mut v: Value = serde_json::from_slice(raw)
+        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
+    v["model"] = Value::String(served.to_string());
+    let mut call = Call::post_json(path.to_string(), Bytes::from(v.to_string()));
+    if backend.config.kind == BackendKind::Anthropic {
+        call.headers.extend(anthropic_headers(client));
+    }
+    Ok(call)
+}
+
 /// A whole upstream chat answer, parsed by upstream kind.
 pub fn parse_chat_response(kind: BackendKind, body: &[u8]) -> Result<ChatResponse, GatewayError> {
     match kind {
@@ -250,6 +375,9 @@ pub fn parse_chat_response(kind: BackendKind, body: &[u8]) -> Result<ChatRespons
 /// How a translated answer is written back to the client.
 pub struct Answer {
     pub dialect: Dialect,
+    /// The client's body and the upstream path it goes to when the upstream speaks the
+    /// client's dialect.
+    pub raw: Option<(Bytes, &'static str)>,
     /// A fresh writer for a streamed answer.
     pub writer: Box<dyn Fn() -> ClientWriter>,
     /// The body of a whole answer.
@@ -278,7 +406,12 @@ pub async fn serve_chat(
     .await
     .map_err(|e| e.in_dialect(dialect))?;
     let chat = &*chat;
-    let build = |b: &BackendInfo, served: &str| Ok(chat_call(b, served, chat, req));
+    let build = |b: &BackendInfo, served: &str| match &answer.raw {
+        Some((raw, path)) if same_dialect(dialect, b.config.kind) => {
+            raw_call(b, served, raw, path, req)
+        }
+        _ => Ok(chat_call(b, served, chat, req)),
+    };
     let mut tally = Tally::new(gw.clone(), ctx);
     let served = match forward::open(&gw, clients, &target, &build).await {
         Ok(s) => s,
@@ -287,16 +420,41 @@ pub async fn serve_chat(
             return Err(e.in_dialect(dialect));
         }
     };
+    let kind = served.backend().config.kind;
+    let passthrough = answer.raw.is_some() && same_dialect(dialect, kind);
     if chat.stream {
         let writer = (answer.writer)();
-        let relay = Box::new(TranslateRelay::new(served.backend().config.kind, writer));
+        let relay: Box<dyn Relay> = if passthrough {
+            let rewrite = (served.model != chat.model).then(|| chat.model.clone());
+            Box::new(SsePassthrough::new(kind, rewrite, writer))
+        } else {
+            Box::new(TranslateRelay::new(kind, writer))
+        };
         return Ok(stream_response(served, relay, tally, dialect));
     }
-    let (resp, served) = whole(served, &mut tally, parse_chat_response)
-        .await
-        .map_err(|e| e.in_dialect(dialect))?;
+    let mut passthrough_body: Option<Value> = None;
+    let keep = std::cell::RefCell::new(&mut passthrough_body);
+    let (resp, served) = whole(served, &mut tally, |kind, bytes| {
+        let parsed = parse_chat_response(kind, bytes)?;
+        if passthrough {
+            **keep.borrow_mut() = serde_json::from_slice(bytes).ok();
+        }
+        Ok(parsed)
+    })
+    .await
+    .map_err(|e| e.in_dialect(dialect))?;
+    drop(keep);
     tally.tokens = Some((resp.usage.input, resp.usage.output));
     let body = (answer.whole)(&resp);
+    let body = match passthrough_body {
+        Some(mut v) => {
+            if v.get("model").is_some() {
+                v["model"] = Value::String(chat.model.clone());
+            }
+            v
+        }
+        None => body,
+    };
     let mut out = HttpResponse::Ok();
     with_served_headers(&mut out, &served, tally.ctx.category.as_deref());
     Ok(out.json(body))

@@ -73,8 +73,11 @@ async fn completion_like(
         chat.include_usage,
     );
     let (id2, model2) = (id.clone(), model.clone());
+    // Legacy completions always go through the canonical form.
+    let raw = (!legacy).then(|| (body.clone(), "/v1/chat/completions"));
     let answer = Answer {
         dialect: Dialect::OpenAi,
+        raw,
         writer: Box::new(move || {
             ClientWriter::OpenAi(if legacy {
                 openai::StreamWriter::completion(&id, created, &model, usage)
