@@ -443,7 +443,7 @@ pub async fn serve_chat(
     })
     .await
     .map_err(|e| e.in_dialect(dialect))?;
-    drop(keep);
+
     tally.tokens = Some((resp.usage.input, resp.usage.output));
     let body = (answer.whole)(&resp);
     let body = match passthrough_body {
