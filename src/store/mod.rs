@@ -7,6 +7,7 @@
 //! [`Store::run`], which moves the work onto tokio's blocking pool.
 
 pub mod cli;
+pub mod keys;
 pub mod logs;
 pub mod schema;
 pub mod stats;
