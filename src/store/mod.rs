@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod keys;
+pub mod keys_cli;
 pub mod logs;
 pub mod schema;
 pub mod stats;
