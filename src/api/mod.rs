@@ -2,6 +2,7 @@
 //! and the pieces they share: request ids, bounded body reading, caller identity.
 
 pub mod admin;
+pub mod admin_keys;
 pub mod anthropic;
 pub mod chat;
 pub mod dashboard;
