@@ -23,9 +23,7 @@ type Answer = Result<HttpResponse, DialectError>;
 /// Registers this module's routes (full paths, beside the other `/admin/api` ones).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/admin/api/keys").route(web::get().to(list_keys)))
-        .service(
-            web::resource("/admin/api/keys/health-check").route(web::post().to(health_check)),
-        )
+        .service(web::resource("/admin/api/keys/health-check").route(web::post().to(health_check)))
         .service(web::resource("/admin/api/keys/{id}/{action}").route(web::post().to(key_action)));
 }
 

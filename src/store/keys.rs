@@ -70,9 +70,14 @@ struct NewKey<'a> {
 /// What happened to one key of an import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Insert {
-    Added { id: String },
+    Added {
+        id: String,
+    },
     /// Already stored, in `pool` (the import's own pool, or another one).
-    Duplicate { id: String, pool: String },
+    Duplicate {
+        id: String,
+        pool: String,
+    },
 }
 
 impl Insert {
@@ -340,7 +345,9 @@ mod tests {
         assert_eq!(first.outcomes[0].id(), derive_key_id(A));
         let again = store.blocking(|c| insert_many(c, "cloud", &keys)).unwrap();
         assert_eq!((again.added(), again.duplicates()), (0, 2));
-        let other = store.blocking(|c| insert_many(c, "other", &keys[..1])).unwrap();
+        let other = store
+            .blocking(|c| insert_many(c, "other", &keys[..1]))
+            .unwrap();
         assert_eq!(
             other.outcomes,
             [Insert::Duplicate {
@@ -352,7 +359,12 @@ mod tests {
         assert_eq!(rows.len(), 2);
         let a = rows.iter().find(|r| r.id == derive_key_id(A)).unwrap();
         assert_eq!(a.prefix, secret_prefix(A));
-        assert!(store.blocking(|c| list(c, Some("other"))).unwrap().is_empty());
+        assert!(
+            store
+                .blocking(|c| list(c, Some("other")))
+                .unwrap()
+                .is_empty()
+        );
         let shown = format!("{rows:?}") + &rows[0].to_json().to_string();
         assert!(!shown.contains(A) && !shown.contains(B), "{shown}");
     }
@@ -369,7 +381,12 @@ mod tests {
             .unwrap();
         assert_eq!(row.state, STATE_DISABLED);
         assert!(!row.enabled());
-        assert!(store.blocking(|c| set_state(c, "nope", false)).unwrap().is_none());
+        assert!(
+            store
+                .blocking(|c| set_state(c, "nope", false))
+                .unwrap()
+                .is_none()
+        );
         let row = store
             .blocking(|c| set_category(c, &id, Some("pro")))
             .unwrap()

@@ -129,7 +129,8 @@ impl ImportSummary {
             out.push_str(&format!("  line {line}: {what}\n"));
         }
         if let Some(by) = &self.validated_by {
-            let count = |f: fn(&Verdict) -> bool| self.checks.iter().filter(|c| f(&c.verdict)).count();
+            let count =
+                |f: fn(&Verdict) -> bool| self.checks.iter().filter(|c| f(&c.verdict)).count();
             out.push_str(&format!(
                 "checked {} new key(s) against {by}: {} ok, {} disabled, {} not checked\n",
                 self.checks.len(),
@@ -192,10 +193,7 @@ pub fn import(
                 problems.push((key.line, format!("already stored ({prefix})")));
             }
             Insert::Duplicate { pool: p, .. } => {
-                problems.push((
-                    key.line,
-                    format!("already stored in pool `{p}` ({prefix})"),
-                ));
+                problems.push((key.line, format!("already stored in pool `{p}` ({prefix})")));
             }
         }
     }
@@ -263,9 +261,8 @@ pub fn list(cfg: &Config, store: &Store, pool: Option<&str>) -> Result<String, S
     }
     let rows = store.blocking(|c| keys::list(c, pool)).map_err(db)?;
     let stored: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let mut table = vec![
-        ["ID", "POOL", "PREFIX", "STATE", "CATEGORY", "CREATED"].map(str::to_string),
-    ];
+    let mut table =
+        vec![["ID", "POOL", "PREFIX", "STATE", "CATEGORY", "CREATED"].map(str::to_string)];
     table.extend(rows.iter().map(row_cells));
     let mut seen = HashSet::new();
     for (p, _, secret) in file_keys(cfg, pool) {
@@ -519,7 +516,11 @@ pub async fn probe(
             reason: format!("no answer within {}s", timeout.as_secs()),
         },
         Ok(Err(e)) => Verdict::Unknown {
-            reason: format!("could not reach {}: {}", target.describe(), scrub(&e, secret)),
+            reason: format!(
+                "could not reach {}: {}",
+                target.describe(),
+                scrub(&e, secret)
+            ),
         },
         Ok(Ok((status, body))) => classify(status, &body, secret),
     }
@@ -617,7 +618,10 @@ mod tests {
         )
         .unwrap();
         let t = ProbeTarget::for_pool(&cfg, "cloud").unwrap();
-        assert_eq!((t.backend.as_str(), t.url.as_str()), ("cloud-a", "https://ollama.com"));
+        assert_eq!(
+            (t.backend.as_str(), t.url.as_str()),
+            ("cloud-a", "https://ollama.com")
+        );
         assert_eq!(t.path(), "/v1/chat/completions");
         let err = check_pool(&cfg, "nope").unwrap_err();
         assert!(err.contains("`nope`") && err.contains("cloud"), "{err}");
