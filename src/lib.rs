@@ -65,6 +65,9 @@ impl Gateway {
         let logs = LogWriter::start(store.clone(), metrics.clone(), &config.logging);
         let fleet = Fleet::start(&config, metrics.clone());
         let keys = keys::KeyPools::new(&config, metrics.clone());
+        store::keys::load_into(&store, &keys)
+            .await
+            .map_err(|e| format!("loading stored keys: {e}"))?;
         actors::key::KeyActor::start(keys.clone(), actors::key::TICK);
         let replica = std::env::var("HOSTNAME")
             .ok()
@@ -188,13 +191,14 @@ pub fn app(
     >,
 > {
     let clients = web::Data::new(UpstreamClients::new(gw.fleet.backends()));
-    let (gw_store, gw_auth) = (gw.store.clone(), gw.auth.clone());
+    let (gw_store, gw_auth, gw_keys) = (gw.store.clone(), gw.auth.clone(), gw.keys.clone());
     App::new()
         .app_data(gw)
         .app_data(clients)
         .wrap(middleware::from_fn(api::request_id))
         .app_data(web::Data::new(gw_store))
         .app_data(web::Data::new(gw_auth))
+        .app_data(web::Data::new(gw_keys))
         .configure(api::configure)
         .default_service(web::to(api::not_found))
 }

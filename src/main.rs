@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         cmd: corral::store::cli::UsersCmd,
     },
+    /// Upstream API keys: import, list, enable, disable.
+    Keys {
+        #[command(subcommand)]
+        cmd: corral::store::keys_cli::KeysCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +72,10 @@ fn main() -> ExitCode {
         },
         Command::Users { cmd } => match load() {
             Ok(cfg) => runtime_result(corral::store::cli::run_users(&cfg, cmd)),
+            Err(e) => usage_error(e),
+        },
+        Command::Keys { cmd } => match load() {
+            Ok(cfg) => runtime_result(corral::store::keys_cli::run_keys(&cfg, cmd)),
             Err(e) => usage_error(e),
         },
         Command::Serve { listen } => match load() {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admin_fleet;
+pub mod admin_keys;
 pub mod anthropic;
 pub mod chat;
 pub mod dashboard;
@@ -155,6 +156,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     admin::configure(cfg);
     admin_fleet::configure(cfg);
+    admin_keys::configure(cfg);
     dashboard::configure(cfg);
     ollama::configure(cfg);
     openai::configure(cfg);

@@ -7,6 +7,8 @@
 //! [`Store::run`], which moves the work onto tokio's blocking pool.
 
 pub mod cli;
+pub mod keys;
+pub mod keys_cli;
 pub mod logs;
 pub mod schema;
 pub mod stats;

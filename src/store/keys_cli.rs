@@ -1,0 +1,638 @@
+//! `corral keys …` (import, list, enable, disable stored upstream keys) and the key probe
+//! that `--validate` and `POST /admin/api/keys/health-check` share.
+//!
+//! The probe is one request the upstream must authenticate but cannot serve: an empty
+//! chat body. A good key gets 400 (body refused after auth), a bad one 401; no tokens are
+//! spent. `GET /api/tags` and `GET /v1/models` are public on ollama.com, so they prove
+//! nothing about a key.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use futures_util::StreamExt;
+
+use crate::config::{BackendKind, Config, redact_url};
+use crate::keys::import::{LineOutcome, parse_keys};
+use crate::keys::{derive_key_id, secret_prefix};
+
+use super::keys::{self, Insert, KeyRow};
+use super::{Store, StoreError, rfc3339};
+
+/// `corral keys …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCmd {
+    /// Store the keys of FILE (one a line, or email----password----session----key) in a pool.
+    Import {
+        file: PathBuf,
+        /// The `[[key_pools]]` entry the keys belong to.
+        #[arg(long)]
+        pool: String,
+        /// Check each new key against the pool's backend; refused keys are stored disabled.
+        #[arg(long)]
+        validate: bool,
+    },
+    /// List keys (stored ones and those of `keys_file`s), never their secrets.
+    List {
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Let the gateway use a stored key again.
+    Enable { id: String },
+    /// Stop the gateway from using a stored key.
+    Disable { id: String },
+}
+
+/// Runs a `keys` subcommand, printing for a person; errors are one sentence for stderr.
+pub fn run_keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
+    match cmd {
+        KeysCmd::Import {
+            file,
+            pool,
+            validate,
+        } => {
+            let summary = import(cfg, &open(cfg)?, &file, &pool, validate)?;
+            print!("{}", summary.render());
+        }
+        KeysCmd::List { pool } => {
+            let text = list(cfg, &open(cfg)?, pool.as_deref())?;
+            print!("{text}");
+        }
+        KeysCmd::Enable { id } => println!("{}", set_enabled(cfg, &open(cfg)?, &id, true)?),
+        KeysCmd::Disable { id } => println!("{}", set_enabled(cfg, &open(cfg)?, &id, false)?),
+    }
+    Ok(())
+}
+
+fn open(cfg: &Config) -> Result<Store, String> {
+    Store::connect(&cfg.database).map_err(|e| e.to_string())
+}
+
+fn db(e: StoreError) -> String {
+    e.to_string()
+}
+
+/// The pool must be configured; the error names it and the known ones.
+pub fn check_pool(cfg: &Config, pool: &str) -> Result<(), String> {
+    if cfg.key_pools.iter().any(|p| p.name == pool) {
+        return Ok(());
+    }
+    let known: Vec<&str> = cfg.key_pools.iter().map(|p| p.name.as_str()).collect();
+    Err(format!(
+        "no key pool named `{pool}` in the configuration's [[key_pools]] (known: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
+// ---------------------------------------------------------------- import
+
+/// A probe result for one imported key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub line: usize,
+    pub id: String,
+    pub prefix: String,
+    pub verdict: Verdict,
+}
+
+/// What `corral keys import` did, for printing and for tests. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub pool: String,
+    pub file: PathBuf,
+    pub added: usize,
+    pub duplicates: usize,
+    pub invalid: usize,
+    /// Lines that were not added, in line order: (line, what was wrong).
+    pub problems: Vec<(usize, String)>,
+    /// The backend the new keys were checked against, when `--validate` was given.
+    pub validated_by: Option<String>,
+    pub checks: Vec<Checked>,
+}
+
+impl ImportSummary {
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "pool `{}` from {}: {} added, {} duplicate, {} invalid\n",
+            self.pool,
+            self.file.display(),
+            self.added,
+            self.duplicates,
+            self.invalid
+        );
+        for (line, what) in &self.problems {
+            out.push_str(&format!("  line {line}: {what}\n"));
+        }
+        if let Some(by) = &self.validated_by {
+            let count =
+                |f: fn(&Verdict) -> bool| self.checks.iter().filter(|c| f(&c.verdict)).count();
+            out.push_str(&format!(
+                "checked {} new key(s) against {by}: {} ok, {} disabled, {} not checked\n",
+                self.checks.len(),
+                count(|v| matches!(v, Verdict::Valid { .. })),
+                count(|v| matches!(v, Verdict::Rejected { .. })),
+                count(|v| matches!(v, Verdict::Unknown { .. })),
+            ));
+            for c in &self.checks {
+                out.push_str(&format!(
+                    "  line {} {} {}: {}\n",
+                    c.line,
+                    c.id,
+                    c.prefix,
+                    c.verdict.describe()
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `corral keys import`: parses `file`, stores its new keys in `pool` and, with
+/// `validate`, probes each new key and disables the ones the upstream refuses.
+pub fn import(
+    cfg: &Config,
+    store: &Store,
+    file: &Path,
+    pool: &str,
+    validate: bool,
+) -> Result<ImportSummary, String> {
+    check_pool(cfg, pool)?;
+    let target = match validate {
+        true => Some(ProbeTarget::for_pool(cfg, pool)?),
+        false => None,
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let parsed = parse_keys(&text);
+    let stored = store
+        .blocking(|c| keys::insert_many(c, pool, &parsed.keys))
+        .map_err(db)?;
+
+    let mut problems: Vec<(usize, String)> = parsed
+        .lines
+        .iter()
+        .filter_map(|l| match &l.outcome {
+            LineOutcome::Added { .. } => None,
+            LineOutcome::Invalid { reason } => Some((l.line, format!("invalid: {reason}"))),
+            LineOutcome::Duplicate { prefix, first_line } => {
+                Some((l.line, format!("duplicate of line {first_line} ({prefix})")))
+            }
+        })
+        .collect();
+    let mut fresh = Vec::new();
+    for (key, outcome) in parsed.keys.iter().zip(&stored.outcomes) {
+        let prefix = secret_prefix(&key.secret);
+        match outcome {
+            Insert::Added { id } => fresh.push((key.line, id.clone(), key.secret.clone())),
+            Insert::Duplicate { pool: p, .. } if p == pool => {
+                problems.push((key.line, format!("already stored ({prefix})")));
+            }
+            Insert::Duplicate { pool: p, .. } => {
+                problems.push((key.line, format!("already stored in pool `{p}` ({prefix})")));
+            }
+        }
+    }
+    problems.sort_by_key(|(line, _)| *line);
+
+    let mut checks = Vec::new();
+    if let Some(target) = &target {
+        let to_probe: Vec<(String, String)> = fresh
+            .iter()
+            .map(|(_, id, secret)| (id.clone(), secret.clone()))
+            .collect();
+        let verdicts = probe_all_blocking(target, to_probe)?;
+        for ((line, id, secret), (_, verdict)) in fresh.iter().zip(verdicts) {
+            if let Verdict::Rejected { .. } = verdict {
+                store
+                    .blocking(|c| keys::set_state(c, id, false))
+                    .map_err(db)?;
+            }
+            checks.push(Checked {
+                line: *line,
+                id: id.clone(),
+                prefix: secret_prefix(secret),
+                verdict,
+            });
+        }
+    }
+    Ok(ImportSummary {
+        pool: pool.to_string(),
+        file: file.to_path_buf(),
+        added: stored.added(),
+        duplicates: parsed.duplicates() + stored.duplicates(),
+        invalid: parsed.invalid(),
+        problems,
+        validated_by: target.map(|t| t.describe()),
+        checks,
+    })
+}
+
+// ---------------------------------------------------------------- list, enable, disable
+
+/// Keys of the configured `keys_file`s, of one pool or all: (pool, file, secret).
+/// Reads files: call it where blocking is fine.
+pub fn file_keys(cfg: &Config, pool: Option<&str>) -> Vec<(String, PathBuf, String)> {
+    let mut out = Vec::new();
+    for p in &cfg.key_pools {
+        if pool.is_some_and(|name| name != p.name) {
+            continue;
+        }
+        let Some(path) = &p.keys_file else { continue };
+        // An unreadable file is the gateway's to report at start; the list shows the rest.
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        for k in parse_keys(&text).keys {
+            out.push((p.name.clone(), path.clone(), k.secret));
+        }
+    }
+    out
+}
+
+/// `corral keys list` as text: stored keys, then `keys_file` keys not stored.
+pub fn list(cfg: &Config, store: &Store, pool: Option<&str>) -> Result<String, String> {
+    if let Some(p) = pool {
+        check_pool(cfg, p)?;
+    }
+    let rows = store.blocking(|c| keys::list(c, pool)).map_err(db)?;
+    let stored: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut table =
+        vec![["ID", "POOL", "PREFIX", "STATE", "CATEGORY", "CREATED"].map(str::to_string)];
+    table.extend(rows.iter().map(row_cells));
+    let mut seen = HashSet::new();
+    for (p, _, secret) in file_keys(cfg, pool) {
+        let id = derive_key_id(&secret);
+        if stored.contains(&id) || !seen.insert(id.clone()) {
+            continue;
+        }
+        table.push([
+            id,
+            p,
+            secret_prefix(&secret),
+            keys::STATE_ACTIVE.into(),
+            "-".into(),
+            "keys_file".into(),
+        ]);
+    }
+    Ok(aligned(&table))
+}
+
+fn row_cells(r: &KeyRow) -> [String; 6] {
+    [
+        r.id.clone(),
+        r.pool.clone(),
+        r.prefix.clone(),
+        r.state.clone(),
+        r.category.clone().unwrap_or_else(|| "-".into()),
+        rfc3339(r.created_at),
+    ]
+}
+
+/// Rows as left-aligned columns two spaces apart.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `corral keys enable|disable ID`: the sentence to print, or why it could not be done.
+pub fn set_enabled(cfg: &Config, store: &Store, id: &str, enabled: bool) -> Result<String, String> {
+    let row = store
+        .blocking(|c| keys::set_state(c, id, enabled))
+        .map_err(db)?;
+    let verb = if enabled { "enable" } else { "disable" };
+    match row {
+        Some(r) => Ok(format!(
+            "{verb}d key {} ({}) of pool `{}`; a running gateway applies this at its next \
+             start, or at once through POST /admin/api/keys/{}/{verb}",
+            r.id, r.prefix, r.pool, r.id
+        )),
+        None => match file_keys(cfg, None)
+            .into_iter()
+            .find(|(_, _, s)| derive_key_id(s) == id)
+        {
+            Some((pool, path, _)) => Err(format!(
+                "key `{id}` of pool `{pool}` comes from keys_file {}, not the database: \
+                 import that file with `corral keys import` to {verb} it here, or edit the file",
+                path.display()
+            )),
+            None => Err(format!(
+                "no stored key with id `{id}` (see `corral keys list`)"
+            )),
+        },
+    }
+}
+
+// ---------------------------------------------------------------- probe
+
+/// How long one key's probe may take, connect included.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keys probed at the same time.
+pub const PROBE_CONCURRENCY: usize = 8;
+/// Longest upstream text kept in a reason.
+const REASON_LEN: usize = 200;
+
+/// Where a pool's keys are checked: the first `[[backends]]` entry using the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    pub backend: String,
+    pub url: String,
+    pub kind: BackendKind,
+    pub connect_timeout: Duration,
+}
+
+impl ProbeTarget {
+    pub fn for_pool(cfg: &Config, pool: &str) -> Result<ProbeTarget, String> {
+        let b = cfg
+            .backends
+            .iter()
+            .find(|b| b.key_pool.as_deref() == Some(pool))
+            .ok_or_else(|| {
+                format!(
+                    "no [[backends]] entry has key_pool = \"{pool}\", so there is nothing to \
+                     validate its keys against"
+                )
+            })?;
+        Ok(ProbeTarget {
+            backend: b.name.clone(),
+            url: b.url.trim_end_matches('/').to_string(),
+            kind: b.kind,
+            connect_timeout: b.connect_timeout,
+        })
+    }
+
+    /// `backend `x` (https://…)`, credentials in the URL redacted.
+    pub fn describe(&self) -> String {
+        format!("backend `{}` ({})", self.backend, redact_url(&self.url))
+    }
+
+    /// The path probed: a chat endpoint, which always needs a key.
+    pub fn path(&self) -> &'static str {
+        match self.kind {
+            BackendKind::Anthropic => "/v1/messages",
+            BackendKind::Ollama | BackendKind::Openai => "/v1/chat/completions",
+        }
+    }
+
+    fn credential(&self, secret: &str) -> Option<(HeaderName, HeaderValue)> {
+        let (name, value) = match self.kind {
+            BackendKind::Anthropic => ("x-api-key", secret.to_string()),
+            BackendKind::Ollama | BackendKind::Openai => {
+                ("authorization", format!("Bearer {secret}"))
+            }
+        };
+        let mut value = HeaderValue::from_str(&value).ok()?;
+        value.set_sensitive(true);
+        Some((HeaderName::from_static(name), value))
+    }
+}
+
+/// What the upstream said about one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The upstream authenticated the key (`note`: anything worth knowing, like a usage limit).
+    Valid { note: Option<String> },
+    /// The upstream refused the key (401, 403): it must not be used.
+    Rejected { reason: String },
+    /// Nothing was learnt about the key (unreachable, timeout, 5xx, unexpected answer).
+    Unknown { reason: String },
+}
+
+impl Verdict {
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::Valid { note: None } => "ok".into(),
+            Verdict::Valid { note: Some(n) } => format!("ok ({n})"),
+            Verdict::Rejected { reason } => format!("disabled: {reason}"),
+            Verdict::Unknown { reason } => format!("not checked: {reason}"),
+        }
+    }
+}
+
+/// Reads an upstream answer to the probe. Pure; `secret` is scrubbed from the reason.
+pub fn classify(status: u16, body: &[u8], secret: &str) -> Verdict {
+    let json_message = crate::upstream::upstream_message(body);
+    let text = || {
+        let raw = json_message
+            .clone()
+            .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+        scrub(&raw, secret)
+    };
+    let with_text = |what: &str| {
+        let t = text();
+        if t.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what}: {t}")
+        }
+    };
+    match status {
+        200..=299 | 400 | 422 => Verdict::Valid { note: None },
+        // A JSON 404 is the upstream refusing the empty body after auth ("model not found").
+        404 if json_message.is_some() => Verdict::Valid { note: None },
+        404 => Verdict::Unknown {
+            reason: "the backend has no such endpoint (404); is its url right?".into(),
+        },
+        429 => Verdict::Valid {
+            note: Some(with_text("at a usage limit now (429)")),
+        },
+        401 => Verdict::Rejected {
+            reason: with_text("unauthorized (401)"),
+        },
+        403 => Verdict::Rejected {
+            reason: with_text("forbidden (403)"),
+        },
+        other => Verdict::Unknown {
+            reason: with_text(&format!("unexpected answer {other}")),
+        },
+    }
+}
+
+/// One line, bounded, and never the secret itself.
+fn scrub(text: &str, secret: &str) -> String {
+    let text = if secret.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(secret, &secret_prefix(secret))
+    };
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > REASON_LEN {
+        let cut: String = one_line.chars().take(REASON_LEN).collect();
+        format!("{cut}…")
+    } else {
+        one_line
+    }
+}
+
+/// Probes one key. Needs an actix system (awc).
+pub async fn probe(
+    client: &awc::Client,
+    target: &ProbeTarget,
+    secret: &str,
+    timeout: Duration,
+) -> Verdict {
+    let Some(credential) = target.credential(secret) else {
+        return Verdict::Rejected {
+            reason: "the key cannot be sent in an HTTP header".into(),
+        };
+    };
+    let url = format!("{}{}", target.url, target.path());
+    let mut req = client
+        .post(url)
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("accept-encoding", "identity"))
+        .insert_header(credential);
+    if target.kind == BackendKind::Anthropic {
+        req = req.insert_header(("anthropic-version", "2023-06-01"));
+    }
+    let exchange = async {
+        let mut resp = req.send_body("{}").await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        // The body only explains the status; a body that does not arrive is no reason to fail.
+        let body = resp.body().limit(64 * 1024).await.unwrap_or_default();
+        Ok::<_, String>((status, body))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Verdict::Unknown {
+            reason: format!("no answer within {}s", timeout.as_secs()),
+        },
+        Ok(Err(e)) => Verdict::Unknown {
+            reason: format!(
+                "could not reach {}: {}",
+                target.describe(),
+                scrub(&e, secret)
+            ),
+        },
+        Ok(Ok((status, body))) => classify(status, &body, secret),
+    }
+}
+
+/// Probes `(id, secret)` pairs, [`PROBE_CONCURRENCY`] at a time; answers in input order.
+pub async fn probe_all(
+    target: &ProbeTarget,
+    keys: Vec<(String, String)>,
+) -> Vec<(String, Verdict)> {
+    let client = crate::upstream::client_for(target.connect_timeout);
+    let client = &client;
+    futures_util::stream::iter(keys)
+        .map(|(id, secret)| async move {
+            let verdict = probe(client, target, &secret, PROBE_TIMEOUT).await;
+            (id, verdict)
+        })
+        .buffered(PROBE_CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// [`probe_all`] from blocking code: runs its own actix system on a fresh thread, so it
+/// works whether or not the caller is inside a runtime.
+pub fn probe_all_blocking(
+    target: &ProbeTarget,
+    keys: Vec<(String, String)>,
+) -> Result<Vec<(String, Verdict)>, String> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| actix_web::rt::System::new().block_on(probe_all(target, keys)))
+            .join()
+            .map_err(|_| "the key probe thread failed".to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "sk-live-abcdef0123456789";
+
+    #[test]
+    fn classify_reads_statuses_the_way_ollama_cloud_answers() {
+        assert_eq!(
+            classify(400, br#"{"error":"model is required"}"#, SECRET),
+            Verdict::Valid { note: None }
+        );
+        assert_eq!(classify(200, b"{}", SECRET), Verdict::Valid { note: None });
+        assert_eq!(
+            classify(401, br#"{"error":"unauthorized"}"#, SECRET),
+            Verdict::Rejected {
+                reason: "unauthorized (401): unauthorized".into()
+            }
+        );
+        assert!(matches!(
+            classify(403, b"", SECRET),
+            Verdict::Rejected { reason } if reason == "forbidden (403)"
+        ));
+        assert!(matches!(
+            classify(429, br#"{"error":"you (x) have reached your weekly usage limit"}"#, SECRET),
+            Verdict::Valid { note: Some(n) } if n.contains("weekly usage limit")
+        ));
+        assert!(matches!(
+            classify(404, b"404 page not found", SECRET),
+            Verdict::Unknown { .. }
+        ));
+        assert!(matches!(
+            classify(503, br#"{"error":"Server overloaded"}"#, SECRET),
+            Verdict::Unknown { reason } if reason.contains("503")
+        ));
+    }
+
+    #[test]
+    fn reasons_never_carry_the_secret() {
+        let body = format!(r#"{{"error":{{"message":"Incorrect API key provided: {SECRET}\n"}}}}"#);
+        let Verdict::Rejected { reason } = classify(401, body.as_bytes(), SECRET) else {
+            panic!("401 is a rejection");
+        };
+        assert!(!reason.contains(SECRET), "{reason}");
+        assert!(reason.contains(&secret_prefix(SECRET)), "{reason}");
+        let long = "x".repeat(1000);
+        assert!(scrub(&long, SECRET).chars().count() <= REASON_LEN + 1);
+    }
+
+    #[test]
+    fn probe_target_is_the_first_backend_of_the_pool() {
+        let cfg = Config::from_toml(
+            "[[key_pools]]\nname = \"cloud\"\n\
+             [[backends]]\nname = \"local\"\nurl = \"http://127.0.0.1:1\"\n\
+             [[backends]]\nname = \"cloud-a\"\nurl = \"https://ollama.com/\"\nkey_pool = \"cloud\"\n\
+             [[backends]]\nname = \"cloud-b\"\nurl = \"https://b.example\"\nkey_pool = \"cloud\"\n",
+        )
+        .unwrap();
+        let t = ProbeTarget::for_pool(&cfg, "cloud").unwrap();
+        assert_eq!(
+            (t.backend.as_str(), t.url.as_str()),
+            ("cloud-a", "https://ollama.com")
+        );
+        assert_eq!(t.path(), "/v1/chat/completions");
+        let err = check_pool(&cfg, "nope").unwrap_err();
+        assert!(err.contains("`nope`") && err.contains("cloud"), "{err}");
+    }
+
+    #[test]
+    fn table_is_aligned() {
+        let text = aligned(&[
+            ["ID".to_string(), "POOL".into()],
+            ["f-0123".into(), "cloud".into()],
+        ]);
+        assert_eq!(text, "ID      POOL\nf-0123  cloud\n");
+    }
+}
