@@ -2,7 +2,7 @@
 //!
 //! Handlers call [`LogSink::submit`], which only tries to push onto a bounded channel:
 //! it never blocks or awaits. One dedicated thread drains the channel into batches (up to
-//! [`BATCH_ROWS`] rows or [`BATCH_WINDOW`]), writes each in one transaction
+//! [`BATCH_ROWS`] rows gathered for [`GATHER`]), writes each in one transaction
 //! (idempotent on `request_id`, usage aggregates upserted alongside) and, while the
 //! database is down, retries the same batch with backoff: rows stay queued, and only
 //! what overflows the queue is dropped, counted in `corral_log_dropped_total`.
@@ -22,9 +22,12 @@ use crate::store::{Store, StoreError, now};
 pub use crate::store::logs::RequestRecord;
 
 /// Most rows written in one transaction.
-pub const BATCH_ROWS: usize = 500;
-/// Longest a row waits for its batch to fill.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(200);
+pub const BATCH_ROWS: usize = 4000;
+/// How long the writer waits for more rows once one arrives. It sleeps rather than
+/// waiting on the channel, so a busy gateway does not wake it once per row.
+pub const GATHER: Duration = Duration::from_millis(50);
+/// How long an idle writer waits on the channel before doing housekeeping.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
 /// How often old rows are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -256,27 +259,23 @@ impl Writer {
         self.shared.closing.load(Ordering::Acquire)
     }
 
-    /// Up to `BATCH_ROWS` rows, waiting at most `BATCH_WINDOW` after the first one.
+    /// Up to `BATCH_ROWS` rows: the first one, then what arrived during `GATHER`.
     fn collect(&self) -> Next {
-        let first = match self.rx.recv_timeout(BATCH_WINDOW) {
+        let first = match self.rx.recv_timeout(IDLE_WAIT) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) if self.closing() => return Next::Stop,
             Err(RecvTimeoutError::Timeout) => return Next::Idle,
             Err(RecvTimeoutError::Disconnected) => return Next::Stop,
         };
-        let until = Instant::now() + BATCH_WINDOW;
-        let mut batch = Vec::with_capacity(BATCH_ROWS);
+        if !self.closing() {
+            std::thread::sleep(GATHER);
+        }
+        let mut batch = Vec::with_capacity(BATCH_ROWS.min(1024));
         batch.push(first);
         while batch.len() < BATCH_ROWS {
-            let wait = until.saturating_duration_since(Instant::now());
-            let next = if self.closing() || wait.is_zero() {
-                self.rx.try_recv().ok()
-            } else {
-                self.rx.recv_timeout(wait).ok()
-            };
-            match next {
-                Some(r) => batch.push(r),
-                None => break,
+            match self.rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
             }
         }
         Next::Batch(batch)

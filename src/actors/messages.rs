@@ -5,8 +5,8 @@ use std::time::Duration;
 use actix::Message;
 
 use crate::actors::backend::BackendStatus;
-use crate::actors::supervisor::{BackendView, Lease};
-use crate::routing::placer::{BackendId, PlaceError, Ticket};
+use crate::actors::supervisor::BackendView;
+use crate::routing::placer::BackendId;
 
 /// Why a request to a backend failed, as the proxy classified it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,17 +80,6 @@ pub enum Outcome {
     Success { ttfb: Duration, total: Duration },
     Failure(FailureReason),
 }
-
-/// HTTP layer → Supervisor: reserve a backend. The reply owns the reservation, so a reply
-/// nobody receives (timeout) is dropped and released.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Lease, PlaceError>")]
-pub struct Place(pub PlaceRequest);
-
-/// Lease drop → Supervisor: give back in-flight and memory.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Release(pub Ticket);
 
 /// Lease → Supervisor → BackendActor: passive health from a real request.
 #[derive(Debug, Clone, Message)]

@@ -2,9 +2,11 @@
 //! handle the HTTP layer uses: place a request, get a `Lease` whose drop gives everything back.
 
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, MailboxError, MessageResult};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, MessageResult};
 use prometheus::IntGauge;
 use serde::Serialize;
 use serde_json::Value;
@@ -13,7 +15,7 @@ use crate::actors::backend::{
     BackendActor, BackendState, BackendStatus, HealthPolicy, ModelEntry, ResidentEntry,
 };
 use crate::actors::messages::{
-    IsReady, Outcome, Place, Release, Report, Snapshot, StatusUpdate, Totals,
+    IsReady, Outcome, Report, Snapshot, StatusUpdate, Totals,
 };
 use crate::config::{BackendConfig, BackendKind, Config, redact_url};
 use crate::error::{ErrorKind, GatewayError};
@@ -76,26 +78,23 @@ pub struct BackendView {
     pub ps: Vec<Value>,
 }
 
-/// Owns the placement view; every reservation and release goes through it, one at a time.
+/// The placement view. The Supervisor keeps it current from backend status; requests place
+/// and release on it directly under a short lock, so the hot path crosses no thread.
+type SharedPlacer = Arc<Mutex<Placer>>;
+
+/// Owns the backends' status and feeds it into the shared placement view.
 pub struct Supervisor {
-    placer: Placer,
+    placer: SharedPlacer,
     infos: Arc<Vec<Arc<BackendInfo>>>,
     statuses: Vec<BackendStatus>,
     backends: Vec<Addr<BackendActor>>,
-    inflight_gauges: Vec<IntGauge>,
 }
 
 impl Supervisor {
-    fn refresh_inflight(&self, id: BackendId) {
-        if let Some(g) = self.inflight_gauges.get(id) {
-            g.set(i64::try_from(self.placer.load(id).0).unwrap_or(i64::MAX));
-        }
-    }
-
     fn view(&self, id: BackendId, now: Instant) -> Option<BackendView> {
         let info = self.infos.get(id)?;
         let st = self.statuses.get(id)?;
-        let (inflight, reserved_memory) = self.placer.load(id);
+        let (inflight, reserved_memory) = self.placer.lock().load(id);
         Some(BackendView {
             id,
             name: info.name.clone(),
@@ -129,44 +128,6 @@ impl Actor for Supervisor {
     }
 }
 
-impl Handler<Place> for Supervisor {
-    type Result = MessageResult<Place>;
-
-    fn handle(&mut self, msg: Place, ctx: &mut Self::Context) -> Self::Result {
-        let req = msg.0;
-        let query = Query {
-            model: &req.model,
-            exclude: &req.exclude,
-        };
-        let placed = self.placer.place(query, Instant::now());
-        MessageResult(placed.and_then(|p| {
-            self.refresh_inflight(p.backend);
-            let backend = self.infos.get(p.backend).cloned();
-            // The placer only returns ids it was built with; this keeps the books straight anyway.
-            let Some(backend) = backend else {
-                self.placer.release(p.ticket());
-                return Err(PlaceError::NoCapacity);
-            };
-            Ok(Lease {
-                backend,
-                ticket: p.ticket(),
-                memory_reserved: p.memory_reserved,
-                model: p.model,
-                supervisor: ctx.address(),
-            })
-        }))
-    }
-}
-
-impl Handler<Release> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Release, _: &mut Self::Context) {
-        self.placer.release(msg.0);
-        self.refresh_inflight(msg.0.backend());
-    }
-}
-
 impl Handler<Report> for Supervisor {
     type Result = ();
 
@@ -183,6 +144,7 @@ impl Handler<StatusUpdate> for Supervisor {
     fn handle(&mut self, msg: StatusUpdate, _: &mut Self::Context) {
         if let Some(slot) = self.statuses.get_mut(msg.backend) {
             self.placer
+                .lock()
                 .update(msg.backend, &msg.status.placer_snapshot());
             *slot = msg.status;
         }
@@ -206,7 +168,7 @@ impl Handler<Totals> for Supervisor {
     type Result = MessageResult<Totals>;
 
     fn handle(&mut self, _: Totals, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.placer.totals())
+        MessageResult(self.placer.lock().totals())
     }
 }
 
@@ -226,7 +188,10 @@ pub struct Lease {
     pub model: String,
     memory_reserved: u64,
     ticket: Ticket,
-    supervisor: Addr<Supervisor>,
+    placer: SharedPlacer,
+    inflight_gauge: Option<IntGauge>,
+    /// Passive health goes straight to the backend's actor.
+    actor: Option<Addr<BackendActor>>,
 }
 
 impl Lease {
@@ -246,7 +211,8 @@ impl Lease {
     }
 
     fn report(&self, outcome: Outcome) {
-        self.supervisor.do_send(Report {
+        let Some(actor) = &self.actor else { return };
+        actor.do_send(Report {
             backend: self.backend.id,
             model: self.model.clone(),
             outcome,
@@ -256,9 +222,12 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // `do_send` queues even on a full mailbox and needs no runtime; if the Supervisor is
-        // gone, so is the state this would release.
-        self.supervisor.do_send(Release(self.ticket));
+        // Synchronous: nothing can be lost between the request and its release.
+        let mut placer = self.placer.lock();
+        placer.release(self.ticket);
+        if let Some(g) = &self.inflight_gauge {
+            g.set(i64::try_from(placer.load(self.backend.id).0).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -276,6 +245,9 @@ impl std::fmt::Debug for Lease {
 #[derive(Clone)]
 pub struct Fleet {
     supervisor: Addr<Supervisor>,
+    actors: Arc<Vec<Addr<BackendActor>>>,
+    placer: SharedPlacer,
+    inflight_gauges: Arc<Vec<IntGauge>>,
     backends: Arc<Vec<Arc<BackendInfo>>>,
 }
 
@@ -302,28 +274,34 @@ impl Fleet {
             .expect("routing.memory_patterns are valid regexes (checked by Config::validate)");
         let ctx = Context::<Supervisor>::new();
         let supervisor = ctx.address();
-        let actors = backends
+        let actors: Vec<Addr<BackendActor>> = backends
             .iter()
             .map(|info| BackendActor::new(Arc::clone(info), supervisor.clone(), &metrics).start())
             .collect();
+        let fleet_actors = Arc::new(actors.clone());
         let statuses = cfg
             .backends
             .iter()
             .map(|b| BackendState::new(b, HealthPolicy::default()).status())
             .collect();
-        let inflight_gauges = backends
-            .iter()
-            .map(|b| metrics.inflight.with_label_values(&[b.name.as_str()]))
-            .collect();
+        let inflight_gauges: Arc<Vec<IntGauge>> = Arc::new(
+            backends
+                .iter()
+                .map(|b| metrics.inflight.with_label_values(&[b.name.as_str()]))
+                .collect(),
+        );
+        let placer = Arc::new(Mutex::new(placer));
         ctx.run(Supervisor {
-            placer,
+            placer: Arc::clone(&placer),
             infos: Arc::clone(&backends),
             statuses,
             backends: actors,
-            inflight_gauges,
         });
         Fleet {
             supervisor,
+            actors: fleet_actors,
+            placer,
+            inflight_gauges,
             backends,
         }
     }
@@ -336,17 +314,42 @@ impl Fleet {
     /// Reserves a backend for `req.model`: 404-style `unknown_model` when no backend lists it,
     /// `NoCapacity` when none can take it now.
     pub async fn place(&self, req: PlaceRequest) -> Result<Lease, GatewayError> {
-        let model = req.model.clone();
-        match self.supervisor.send(Place(req)).timeout(SEND_TIMEOUT).await {
-            Ok(Ok(lease)) => Ok(lease),
-            Ok(Err(PlaceError::UnknownModel)) => Err(GatewayError::unknown_model(&model)),
-            Ok(Err(PlaceError::NoCapacity)) => Err(GatewayError::new(
-                ErrorKind::NoCapacity,
-                format!("no backend can take model \"{model}\" right now"),
-            )
-            .with_retry_after(NO_CAPACITY_RETRY)),
-            Err(e) => Err(mailbox_error(e)),
+        let query = Query {
+            model: &req.model,
+            exclude: &req.exclude,
+        };
+        let mut placer = self.placer.lock();
+        let placed = placer.place(query, Instant::now());
+        let p = match placed {
+            Ok(p) => p,
+            Err(PlaceError::UnknownModel) => return Err(GatewayError::unknown_model(&req.model)),
+            Err(PlaceError::NoCapacity) => {
+                return Err(GatewayError::new(
+                    ErrorKind::NoCapacity,
+                    format!("no backend can take model \"{}\" right now", req.model),
+                )
+                .with_retry_after(NO_CAPACITY_RETRY));
+            }
+        };
+        let inflight_gauge = self.inflight_gauges.get(p.backend).cloned();
+        if let Some(g) = &inflight_gauge {
+            g.set(i64::try_from(placer.load(p.backend).0).unwrap_or(i64::MAX));
         }
+        drop(placer);
+        let Some(backend) = self.backends.get(p.backend).cloned() else {
+            // The placer only returns ids it was built with; this keeps the books straight anyway.
+            self.placer.lock().release(p.ticket());
+            return Err(GatewayError::internal("placement named an unknown backend"));
+        };
+        Ok(Lease {
+            backend,
+            ticket: p.ticket(),
+            memory_reserved: p.memory_reserved,
+            model: p.model,
+            placer: Arc::clone(&self.placer),
+            inflight_gauge,
+            actor: self.actors.get(p.backend).cloned(),
+        })
     }
 
     /// Every backend's state, in configuration order; empty if the Supervisor does not answer.
@@ -389,17 +392,6 @@ impl Fleet {
                 (u64::MAX, u64::MAX)
             }
         }
-    }
-}
-
-fn mailbox_error(e: MailboxError) -> GatewayError {
-    match e {
-        MailboxError::Timeout => GatewayError::new(
-            ErrorKind::NoCapacity,
-            "the gateway is overloaded: placement timed out",
-        )
-        .with_retry_after(NO_CAPACITY_RETRY),
-        MailboxError::Closed => GatewayError::internal("the placement service has stopped"),
     }
 }
 
