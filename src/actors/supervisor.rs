@@ -14,9 +14,7 @@ use serde_json::Value;
 use crate::actors::backend::{
     BackendActor, BackendState, BackendStatus, HealthPolicy, ModelEntry, ResidentEntry,
 };
-use crate::actors::messages::{
-    IsReady, Outcome, Report, Snapshot, StatusUpdate, Totals,
-};
+use crate::actors::messages::{IsReady, Outcome, Report, Snapshot, StatusUpdate, Totals};
 use crate::config::{BackendConfig, BackendKind, Config, redact_url};
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::Metrics;

@@ -44,7 +44,8 @@ pub async fn request_id(
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_string);
-    let id = given.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    // Time-ordered ids (UUIDv7) keep request-log inserts sequential in the primary key.
+    let id = given.unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut res = next.call(req).await?;
     if let Ok(v) = HeaderValue::from_str(&id) {

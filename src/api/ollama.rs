@@ -320,25 +320,43 @@ fn show_configured(gw: &Gateway, target: &str, requested: &str) -> Option<HttpRe
     })))
 }
 
-/// A whole upstream answer: checked to be JSON, model name echoed, tokens read.
+/// A whole upstream answer: checked to be JSON, model name echoed, tokens read. The tree is
+/// built only when the model name must change.
 fn finish_single(
     bytes: Bytes,
     rewrite: Option<&str>,
 ) -> Result<(Bytes, Option<(u64, u64)>), GatewayError> {
-    let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         GatewayError::new(
             ErrorKind::UpstreamProtocol,
             format!("upstream sent invalid JSON: {e}"),
         )
-    })?;
+    };
+    let Some(model) = rewrite else {
+        let counts: Counts = serde_json::from_slice(&bytes).map_err(invalid)?;
+        let usage =
+            (counts.prompt_eval_count.is_some() || counts.eval_count.is_some()).then(|| {
+                (
+                    counts.prompt_eval_count.unwrap_or(0),
+                    counts.eval_count.unwrap_or(0),
+                )
+            });
+        return Ok((bytes, usage));
+    };
+    let mut v: Value = serde_json::from_slice(&bytes).map_err(invalid)?;
     let usage = usage_of(&v);
-    match rewrite {
-        Some(model) if v.get("model").is_some() => {
-            v["model"] = Value::String(model.to_string());
-            Ok((Bytes::from(v.to_string()), usage))
-        }
-        _ => Ok((bytes, usage)),
+    if v.get("model").is_some() {
+        v["model"] = Value::String(model.to_string());
+        return Ok((Bytes::from(v.to_string()), usage));
     }
+    Ok((bytes, usage))
+}
+
+/// Token counts of an Ollama answer, read without building a tree.
+#[derive(Deserialize)]
+struct Counts {
+    prompt_eval_count: Option<u64>,
+    eval_count: Option<u64>,
 }
 
 fn usage_of(v: &Value) -> Option<(u64, u64)> {
