@@ -80,6 +80,12 @@ impl Gateway {
             metrics.clone(),
         );
         let limiter = ratelimit::RateLimiter::new(Some(cluster.clone()), metrics.clone());
+        if config.redis.url.is_empty() {
+            // One replica without Redis: a `corral_redis_up 0` would only raise false alarms.
+            let _ = metrics
+                .registry
+                .unregister(Box::new(metrics.redis_up.clone()));
+        }
         follow_revocations(&cluster, &auth);
         if config.auth.allow_anonymous {
             tracing::warn!(

@@ -156,3 +156,14 @@ def test_mid_conversation_system_and_cache_control(claude):
                   {"role": "user", "content": "again"}],
         metadata={"user_id": "session-1"})
     assert m.stop_reason == "end_turn"
+
+
+def test_auto_model_stream_and_not(claude):
+    gw, _ = claude
+    client = sdk(gw)
+    ask = [{"role": "user", "content": "Write a haiku about autumn rain."}]
+    raw = client.messages.with_raw_response.create(model="auto", max_tokens=128, messages=ask)
+    assert raw.headers["x-corral-category"] == "creative"
+    assert raw.parse().model == "auto"
+    with client.messages.stream(model="auto", max_tokens=128, messages=ask) as s:
+        assert "".join(s.text_stream)

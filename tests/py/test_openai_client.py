@@ -120,3 +120,15 @@ def test_bad_input_names_the_field(fleet):
     assert "messages" in r.json()["error"]["message"]
     r = httpx.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), content=b"{oops", timeout=10)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_auto_model_stream_and_not(fleet):
+    gw, _, _ = fleet
+    client = sdk(gw)
+    ask = [{"role": "user", "content": "Prove that the square root of 2 is irrational, step by step."}]
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=ask)
+    assert raw.headers["x-corral-category"] == "reasoning"
+    assert raw.headers["x-corral-model"] != "auto"
+    assert raw.parse().model == "auto"
+    chunks = list(client.chat.completions.create(model="auto", messages=ask, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
