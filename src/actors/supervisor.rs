@@ -2,6 +2,7 @@
 //! handle the HTTP layer uses: place a request, get a `Lease` whose drop gives everything back.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
@@ -190,6 +191,18 @@ pub struct Lease {
     inflight_gauge: Option<IntGauge>,
     /// Passive health goes straight to the backend's actor.
     actor: Option<Addr<BackendActor>>,
+    health: Arc<Vec<HealthFlags>>,
+}
+
+/// One success report in this many reaches a backend's actor: the averages need samples,
+/// not every request, and each report is a wake-up of another thread.
+const SUCCESS_SAMPLE: u64 = 8;
+
+/// Per-backend counters shared by every lease, for sampling success reports.
+#[derive(Default)]
+struct HealthFlags {
+    successes: AtomicU64,
+    failed_since_success: AtomicBool,
 }
 
 impl Lease {
@@ -199,12 +212,24 @@ impl Lease {
     }
 
     /// The request succeeded: feeds passive health and the latency averages.
+    /// Successes are sampled (1 in [`SUCCESS_SAMPLE`]) for the latency averages, but the
+    /// first success after any failure always goes through, so circuits close at once.
     pub fn succeeded(&self, ttfb: Duration, total: Duration) {
+        if let Some(flags) = self.health.get(self.backend.id) {
+            let after_failure = flags.failed_since_success.swap(false, Ordering::Relaxed);
+            let sampled = flags.successes.fetch_add(1, Ordering::Relaxed) % SUCCESS_SAMPLE == 0;
+            if !(after_failure || sampled) {
+                return;
+            }
+        }
         self.report(Outcome::Success { ttfb, total });
     }
 
     /// The request failed on this backend.
     pub fn failed(&self, reason: FailureReason) {
+        if let Some(flags) = self.health.get(self.backend.id) {
+            flags.failed_since_success.store(true, Ordering::Relaxed);
+        }
         self.report(Outcome::Failure(reason));
     }
 
@@ -244,6 +269,7 @@ impl std::fmt::Debug for Lease {
 pub struct Fleet {
     supervisor: Addr<Supervisor>,
     actors: Arc<Vec<Addr<BackendActor>>>,
+    health: Arc<Vec<HealthFlags>>,
     placer: SharedPlacer,
     inflight_gauges: Arc<Vec<IntGauge>>,
     backends: Arc<Vec<Arc<BackendInfo>>>,
@@ -297,6 +323,7 @@ impl Fleet {
         });
         Fleet {
             supervisor,
+            health: Arc::new(backends.iter().map(|_| HealthFlags::default()).collect()),
             actors: fleet_actors,
             placer,
             inflight_gauges,
@@ -347,6 +374,7 @@ impl Fleet {
             placer: Arc::clone(&self.placer),
             inflight_gauge,
             actor: self.actors.get(p.backend).cloned(),
+            health: Arc::clone(&self.health),
         })
     }
 
