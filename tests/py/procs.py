@@ -336,9 +336,9 @@ class Postgres:
                     pids.append(int(d.name))
         return pids
 
-    def sql(self, query: str, timeout: float = 30) -> str:
-        r = self._as_pg([str(PG_BIN.parent / "bin" / "psql"), "-h", "127.0.0.1", "-p",
-                         str(self.port), "-U", self.user, "-d", self.db, "-At", "-c", query],
+    def sql(self, query: str, timeout: float = 30, db: str | None = None) -> str:
+        r = self._as_pg([str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p",
+                         str(self.port), "-U", self.user, "-d", db or self.db, "-At", "-c", query],
                         timeout=timeout, check=False)
         if r.returncode != 0:
             raise RuntimeError(f"psql: {r.stderr.strip()}")
@@ -768,3 +768,76 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("figures")
         for line in FIGURES:
             terminalreporter.write_line(line)
+
+
+# ---------------------------------------------------------------- stall proxy
+
+
+class StallProxy:
+    """A TCP proxy on loopback in a thread: `delay` seconds are added before every chunk
+    forwarded in either direction (a slow or stalled link); `delay = None` holds every
+    chunk until it is set back to a number. Stopped with `stop()`."""
+
+    def __init__(self, target_port: int, port: int | None = None):
+        import asyncio
+        import threading
+
+        self.target_port, self.port = target_port, port or free_port()
+        self.delay = 0.0
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self._ready.wait(10)
+
+    def _run(self):
+        import asyncio
+
+        async def pipe(reader, writer):
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    while self.delay is None:
+                        await asyncio.sleep(0.02)
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                    writer.write(data)
+                    await writer.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(cr, cw):
+            try:
+                ur, uw = await asyncio.open_connection("127.0.0.1", self.target_port)
+            except OSError:
+                cw.close()
+                return
+            await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+
+        async def main():
+            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            self._ready.set()
+            async with self.server:
+                await self.server.serve_forever()
+
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(main())
+        except BaseException:  # noqa: BLE001 - stopping cancels serve_forever
+            pass
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self):
+        def shut():
+            self.server.close()
+            for t in __import__("asyncio").all_tasks(self.loop):
+                t.cancel()
+        self.loop.call_soon_threadsafe(shut)
+        self.thread.join(5)
