@@ -703,11 +703,13 @@ def chat_body(text="hi", model="qwen3:8b", stream=False, tokens=None):
 
 
 class Result:
-    __slots__ = ("status", "backend", "elapsed", "error", "body")
+    __slots__ = ("status", "backend", "elapsed", "error", "body", "started", "replica")
 
-    def __init__(self, status, backend, elapsed, error=None, body=""):
+    def __init__(self, status, backend, elapsed, error=None, body="", started=None, replica=None):
         self.status, self.backend, self.elapsed, self.error, self.body = (
             status, backend, elapsed, error, body)
+        self.started = started if started is not None else time.monotonic() - elapsed
+        self.replica = replica
 
     def __repr__(self):
         return f"Result({self.status}, {self.backend}, {self.elapsed:.3f}s, {self.error!r})"
