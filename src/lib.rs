@@ -201,6 +201,7 @@ pub fn app(
     App::new()
         .app_data(gw)
         .app_data(clients)
+        .wrap(middleware::from_fn(api::header_limit))
         .wrap(middleware::from_fn(api::request_id))
         .app_data(web::Data::new(gw_store))
         .app_data(web::Data::new(gw_auth))

@@ -55,6 +55,42 @@ pub async fn request_id(
     Ok(res)
 }
 
+/// Largest request head accepted, header names and values summed (nginx's default is
+/// 4 × 8 KiB); larger heads get 431 in the dialect of the path.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses oversized request heads before any handler runs.
+pub async fn header_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        let e = GatewayError::bad_request(format!(
+            "request headers are {size} bytes; the limit is {MAX_HEADER_BYTES}"
+        ));
+        let mut resp = e.response(dialect_of(req.path()));
+        *resp.status_mut() = actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// The dialect a path speaks, for answers given before any handler runs.
+pub fn dialect_of(path: &str) -> crate::dialect::Dialect {
+    if path.starts_with("/v1/messages") {
+        crate::dialect::Dialect::Anthropic
+    } else if path.starts_with("/v1/") || path.starts_with("/admin/") {
+        crate::dialect::Dialect::OpenAi
+    } else {
+        crate::dialect::Dialect::Ollama
+    }
+}
+
 /// Reads the request body, refusing with 413 as soon as it exceeds `limit`.
 pub async fn read_body(
     mut payload: web::Payload,
@@ -166,13 +202,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Unknown paths: 404 in the dialect the path suggests.
 pub async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
-    let dialect = if req.path().starts_with("/v1/messages") {
-        crate::dialect::Dialect::Anthropic
-    } else if req.path().starts_with("/v1/") || req.path().starts_with("/admin/") {
-        crate::dialect::Dialect::OpenAi
-    } else {
-        crate::dialect::Dialect::Ollama
-    };
+    let dialect = dialect_of(req.path());
     GatewayError::not_found(format!("no route for {} {}", req.method(), req.path()))
         .response(dialect)
 }

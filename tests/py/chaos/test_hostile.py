@@ -144,7 +144,7 @@ def test_hostile_clients_get_4xx_and_others_are_unaffected(gw):
                          f"RSS {rss0 // 1024} -> {rss1 // 1024} MiB")
     status, taken = results["50MiB body"]
     assert status == 413, results["50MiB body"]
-    # The 64 KiB header on its own: test_64k_header_is_refused (xfail, a known gap).
+    # The 64 KiB header on its own: test_64k_header_is_refused.
     for name in bad:
         assert results[name] is None or 400 <= results[name] < 500, (name, results[name])
     assert all(x.status == 200 for x in res) and len(res) > 20, tally(res)
@@ -271,11 +271,6 @@ def test_auth_abuse(group):
     assert not leaks
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "corral adds no request-head limit of its own: actix-http's h1 decoder accepts a header "
-    "block up to its 128 KiB buffer (140 KiB -> 431), so a 64 KiB header is served 200. "
-    "Fix: a wrap_fn in corral::app() answering 431 in the caller's dialect when the summed "
-    "header bytes exceed ~32 KiB (nginx/ingress default is 4 x 8 KiB)."))
 def test_64k_header_is_refused(gw):
     c, r, sim = gw
     status = raw(r.port, (
