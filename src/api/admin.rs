@@ -25,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/admin/api/users/{name}/{action}").route(web::post().to(user_action)))
     .service(web::resource("/admin/api/stats").route(web::get().to(stats_window)))
     .service(web::resource("/admin/api/stats/24h").route(web::get().to(stats_24h)))
+    .service(web::resource("/admin/api/stats/models").route(web::get().to(stats_models)))
     .service(web::resource("/admin/api/requests").route(web::get().to(list_requests)))
     .service(web::resource("/admin/api/requests/{id}").route(web::get().to(one_request)));
 }
@@ -169,6 +170,33 @@ async fn stats_24h(
 ) -> Answer {
     admin(&req, &auth).await?;
     let body = store.run(|c| stats::last_24h(c, now())).await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Debug, Deserialize)]
+struct ModelsQuery {
+    window: Option<String>,
+}
+
+/// Per-model and per-category latency, errors and tokens (`?window=60m..24h`, default 24h).
+async fn stats_models(
+    req: HttpRequest,
+    store: web::Data<Store>,
+    auth: web::Data<Authenticator>,
+) -> Answer {
+    admin(&req, &auth).await?;
+    let q: ModelsQuery = query(&req)?;
+    let label = q.window.unwrap_or_else(|| "24h".into());
+    let minutes = stats::window_minutes(&label).ok_or_else(|| {
+        fail(GatewayError::bad_field(
+            "window",
+            "must be one of 60m, 2h, 4h, 6h, 12h, 24h",
+        ))
+    })?;
+    let body = store
+        .run(move |c| stats::models(c, now(), minutes))
+        .await
+        .map_err(db)?;
     Ok(HttpResponse::Ok().json(body))
 }
 

@@ -199,3 +199,127 @@ mod tests {
         assert_eq!(window_minutes("7d"), None);
     }
 }
+
+/// Most request rows read for per-model percentiles; the newest are kept.
+const MODEL_STATS_ROWS: i64 = 200_000;
+
+/// Per served model and per `auto` category over the last `minutes`: requests, errors,
+/// p50/p95 of duration and time to first byte, tokens. Percentiles come from the newest
+/// [`MODEL_STATS_ROWS`] rows of the window (`sampled` says when the window held more).
+pub fn models(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    minutes: i64,
+) -> Result<Value, StoreError> {
+    let since = now - TimeDelta::minutes(minutes);
+    type Row = (
+        Option<String>,
+        Option<String>,
+        i32,
+        i64,
+        Option<i64>,
+        i64,
+        i64,
+    );
+    let rows: Vec<Row> = request_logs::table
+        .filter(request_logs::time.ge(since))
+        .order(request_logs::time.desc())
+        .limit(MODEL_STATS_ROWS)
+        .select((
+            request_logs::model_served,
+            request_logs::category,
+            request_logs::status,
+            request_logs::duration_ms,
+            request_logs::ttfb_ms,
+            request_logs::tokens_in,
+            request_logs::tokens_out,
+        ))
+        .load(conn)?;
+    let sampled = rows.len() as i64 == MODEL_STATS_ROWS;
+    let mut by_model: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut by_category: BTreeMap<String, Acc> = BTreeMap::new();
+    for (model, category, status, duration, ttfb, tin, tout) in rows {
+        let model = model.unwrap_or_else(|| "-".into());
+        for acc in [
+            Some(by_model.entry(model).or_default()),
+            category.map(|c| by_category.entry(c).or_default()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            acc.add(status, duration, ttfb, tin, tout);
+        }
+    }
+    let list = |m: BTreeMap<String, Acc>, key: &str| -> Vec<Value> {
+        m.into_iter()
+            .map(|(name, mut acc)| {
+                let mut v = acc.json();
+                v[key] = json!(name);
+                v
+            })
+            .collect()
+    };
+    Ok(json!({
+        "window_minutes": minutes,
+        "sampled": sampled,
+        "by_model": list(by_model, "model"),
+        "by_category": list(by_category, "category"),
+    }))
+}
+
+/// Running totals and samples for one model or category.
+#[derive(Default)]
+struct Acc {
+    requests: u64,
+    errors: u64,
+    tokens_in: i64,
+    tokens_out: i64,
+    durations: Vec<i64>,
+    ttfbs: Vec<i64>,
+}
+
+impl Acc {
+    fn add(&mut self, status: i32, duration: i64, ttfb: Option<i64>, tin: i64, tout: i64) {
+        self.requests += 1;
+        self.errors += u64::from(status >= 400);
+        self.tokens_in += tin;
+        self.tokens_out += tout;
+        self.durations.push(duration);
+        self.ttfbs.extend(ttfb);
+    }
+
+    fn json(&mut self) -> Value {
+        json!({
+            "requests": self.requests,
+            "errors": self.errors,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "duration_ms": {"p50": percentile(&mut self.durations, 50), "p95": percentile(&mut self.durations, 95)},
+            "ttfb_ms": {"p50": percentile(&mut self.ttfbs, 50), "p95": percentile(&mut self.ttfbs, 95)},
+        })
+    }
+}
+
+/// Nearest-rank percentile; `None` without samples.
+fn percentile(samples: &mut [i64], p: usize) -> Option<i64> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let rank = (p * samples.len()).div_ceil(100).clamp(1, samples.len());
+    Some(samples[rank - 1])
+}
+
+#[cfg(test)]
+mod model_stats_tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut v: Vec<i64> = (1..=100).rev().collect();
+        assert_eq!(percentile(&mut v, 50), Some(50));
+        assert_eq!(percentile(&mut v, 95), Some(95));
+        assert_eq!(percentile(&mut [7], 95), Some(7));
+        assert_eq!(percentile(&mut [], 50), None);
+    }
+}

@@ -211,3 +211,30 @@ def test_admin_management_fans_out(fleet):
                    json={"model": "tinyllama:1b", "stream": False})
     assert r.status_code == 200 and r.json()["status"] == "success"
     assert admin.delete("tinyllama:1b").status == "success"
+
+
+def test_request_log_and_per_model_stats(fleet):
+    gw, _, _ = fleet
+    c = client(gw)
+    for _ in range(3):
+        c.chat(model="qwen3:8b", messages=[{"role": "user", "content": "hi"}])
+    httpx.post(f"{gw.url}/api/chat", headers=gw.headers(), timeout=30,
+               json={"model": "auto", "stream": False, "messages": [{"role": "user", "content": "Write a poem"}]})
+    admin = gw.headers(gw.admin_token)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        rows = httpx.get(f"{gw.url}/admin/api/requests?limit=10", headers=admin).json()["requests"]
+        if len(rows) >= 4:
+            break
+        time.sleep(0.1)
+    assert len(rows) >= 4
+    assert {r["model_served"] for r in rows} >= {"qwen3:8b"}
+    assert any(r["category"] == "creative" for r in rows)
+    assert all(r["tokens_out"] > 0 for r in rows if r["status"] == 200)
+    stats = httpx.get(f"{gw.url}/admin/api/stats/models?window=60m", headers=admin).json()
+    qwen = [m for m in stats["by_model"] if m["model"] == "qwen3:8b"][0]
+    assert qwen["requests"] >= 3 and qwen["duration_ms"]["p95"] >= qwen["duration_ms"]["p50"]
+    assert any(c["category"] == "creative" for c in stats["by_category"])
+    r = httpx.get(f"{gw.url}/admin/api/stats/models?window=5d", headers=admin)
+    assert r.status_code == 400 and "window" in r.json()["error"]["message"]
+    assert httpx.get(f"{gw.url}/admin/api/stats/models", headers=gw.headers()).status_code == 403
