@@ -247,6 +247,7 @@ impl Framer for AnthropicFramer {
 }
 
 pub async fn messages(state: State, req: HttpRequest, body: Bytes) -> HttpResponse {
+    state.record_body(req.path(), &body);
     let parsed = gate(&state, &req, true).and_then(|()| {
         let body = parse_body(&body)?;
         let gen_req = request(&body)?;

@@ -279,6 +279,7 @@ pub fn app(
         .app_data(web::PayloadConfig::new(256 << 20))
         .wrap_fn(move |req, srv| {
             counter.count_path(req.path());
+            counter.record_headers(req.path(), req.headers());
             srv.call(req)
         })
         .configure(routes)

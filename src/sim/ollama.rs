@@ -250,6 +250,7 @@ impl Framer for OllamaFramer {
 }
 
 pub async fn chat(state: State, req: HttpRequest, body: Bytes) -> HttpResponse {
+    state.record_body(req.path(), &body);
     generation(state, req, body, Endpoint::Chat).await
 }
 

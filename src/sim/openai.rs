@@ -327,6 +327,7 @@ fn sse(
 }
 
 pub async fn chat(state: State, req: HttpRequest, body: Bytes) -> HttpResponse {
+    state.record_body(req.path(), &body);
     completion_like(state, req, body, Kind::Chat).await
 }
 

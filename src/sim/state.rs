@@ -190,6 +190,8 @@ struct Counters {
     completed_streams: AtomicU64,
     loads: AtomicU64,
     evictions: AtomicU64,
+    /// Per path, the headers and body of the last request: what the gateway really sent.
+    last: Mutex<BTreeMap<String, serde_json::Value>>,
 }
 
 /// Everything one running sim knows; shared by its workers and by the test that started it.
@@ -586,6 +588,36 @@ impl SimState {
 
     // ---- counters ----
 
+    /// Remembers the headers of the last request to `path` (values of credentials included:
+    /// tests check which credential the gateway forwarded).
+    pub fn record_headers(&self, path: &str, headers: &actix_web::http::header::HeaderMap) {
+        let map: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into(),
+                )
+            })
+            .collect();
+        let mut last = self.counters.last.lock();
+        let entry = last
+            .entry(path.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        entry["headers"] = serde_json::Value::Object(map);
+    }
+
+    /// Remembers the body of the last request to `path`.
+    pub fn record_body(&self, path: &str, body: &[u8]) {
+        let value = serde_json::from_slice(body)
+            .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned().into());
+        let mut last = self.counters.last.lock();
+        let entry = last
+            .entry(path.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        entry["body"] = value;
+    }
+
     pub fn count_path(&self, path: &str) {
         *self
             .counters
@@ -696,6 +728,7 @@ impl SimState {
             "completed_streams": self.completed_streams(),
             "loads": self.loads(),
             "evictions": self.evictions(),
+            "last_requests": self.counters.last.lock().clone(),
             "resident": self.ps_entries(),
             "models": self.catalogue().iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
         })

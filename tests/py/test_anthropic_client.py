@@ -167,3 +167,43 @@ def test_auto_model_stream_and_not(claude):
     assert raw.parse().model == "auto"
     with client.messages.stream(model="auto", max_tokens=128, messages=ask) as s:
         assert "".join(s.text_stream)
+
+
+def test_tool_result_reaches_ollama_as_tool_message_and_token_stays_home(claude):
+    gw, sim = claude
+    client = sdk(gw)
+    first = client.messages.create(model="claude-sonnet-4-6", max_tokens=256, tools=TOOLS,
+                                   messages=[{"role": "user", "content": "open main.rs"}])
+    use = [b for b in first.content if b.type == "tool_use"][0]
+    client.messages.create(model="claude-sonnet-4-6", max_tokens=256, tools=TOOLS, messages=[
+        {"role": "user", "content": "open main.rs"},
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "fn main() {}"}]},
+    ])
+    last = sim.stats()["last_requests"]["/api/chat"]
+    tool_msgs = [m for m in last["body"]["messages"] if m["role"] == "tool"]
+    assert tool_msgs and tool_msgs[0]["tool_name"] == "read_file"
+    assert tool_msgs[0]["content"] == "fn main() {}"
+    for seen in sim.stats()["last_requests"].values():
+        assert gw.user_token not in json.dumps(seen.get("headers", {}))
+        assert gw.user_token not in json.dumps(seen.get("body", {}))
+
+
+def test_betas_reach_an_anthropic_upstream_byte_for_byte(start_sim, start_gateway):
+    sim = start_sim("anthropic-up")
+    gw = start_gateway([sim], backend_extra={"anthropic-up": {"kind": "anthropic", "models": ["qwen3:8b"]}},
+                       extra_toml=CLAUDE_ALIAS)
+    beta = "claude-code-20250219,interleaved-thinking-2025-05-14"
+    r = httpx.post(f"{gw.url}/v1/messages?beta=true", timeout=30,
+                   headers={**gw.headers(), "anthropic-version": "2023-06-01", "anthropic-beta": beta},
+                   json={"model": "claude-sonnet-4-6", "max_tokens": 64, "cache_control": {"type": "ephemeral"},
+                         "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "claude-sonnet-4-6"
+    last = sim.stats()["last_requests"]["/v1/messages"]
+    assert last["headers"]["anthropic-beta"] == beta
+    assert last["headers"]["anthropic-version"] == "2023-06-01"
+    # Same dialect: the client's body passes through, only the model name changes.
+    assert last["body"]["cache_control"] == {"type": "ephemeral"}
+    assert last["body"]["model"] == "qwen3:8b"
+    assert gw.user_token not in json.dumps(last)
