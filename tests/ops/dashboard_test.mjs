@@ -169,7 +169,9 @@ async function main() {
     await check('live: the status badge says Live and backends show memory bars', async () => {
       await page.waitForFunction(() => document.querySelector('#conn')?.textContent === 'Live', null, { timeout: 5000 });
       assert(await page.locator('#backend-list .memory .bar').count() > 0, 'no memory bars');
-      await page.waitForFunction(() => /\d/.test(document.querySelector('#stat-requests')?.textContent || ''), null, { timeout: 5000 });
+      await page.waitForFunction(() => ['stat-requests', 'stat-inflight', 'stat-recent']
+        .every((id) => /\d/.test(document.getElementById(id)?.textContent || '')), null, { timeout: 5000 });
+      return `in flight ${await counter(page, 'stat-inflight')}, last 5 min ${await counter(page, 'stat-recent')}`;
     });
 
     let traffic = null;
@@ -178,6 +180,8 @@ async function main() {
       traffic = await makeTraffic(3);
       await page.waitForFunction((b) => Number((document.querySelector('#stat-requests').textContent || '').replace(/[^0-9]/g, '')) >= b + 3,
         before, { timeout: 30000 });
+      await page.waitForFunction(() => Number((document.querySelector('#stat-recent').textContent || '').replace(/[^0-9]/g, '')) >= 3,
+        null, { timeout: 10000 });
       const after = await counter(page, 'stat-requests');
       await page.screenshot({ path: join(SHOTS, 'overview.png'), fullPage: true });
       return `${before} -> ${after} with ${traffic.model}`;
