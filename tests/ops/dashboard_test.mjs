@@ -70,26 +70,41 @@ async function http(path, { token, method = 'GET', body } = {}) {
   return { status: res.status, json, text };
 }
 
-/** Creates a user through the API and sends a few chat requests with its token. */
+/** Creates a user through the API and sends a few chat requests with its token, alternating
+ * the OpenAI (/v1/chat/completions) and Ollama (/api/chat) dialects. */
 async function makeTraffic(n) {
   const name = `ops-traffic-${STAMP}`;
   let created = await http('/admin/api/users', { token: ADMIN, method: 'POST', body: { name } });
-  if (created.status === 400) {
+  if (created.status === 400 || created.status === 409) {
     created = await http(`/admin/api/users/${name}/rotate`, { token: ADMIN, method: 'POST' });
   }
-  assert(created.status === 200 && created.json && created.json.token, `creating ${name}: HTTP ${created.status} ${created.text.slice(0, 200)}`);
+  // The gateway answers 201 Created; the mock 200.
+  assert([200, 201].includes(created.status) && created.json && created.json.token,
+    `creating ${name}: HTTP ${created.status} ${created.text.slice(0, 200)}`);
   const token = created.json.token;
-  let model = process.env.CORRAL_TEST_MODEL;
-  if (!model) {
-    const models = await http('/v1/models', { token });
-    model = models.json && models.json.data && models.json.data[0] && models.json.data[0].id;
+  // A token fresh from POST /admin/api/users may be refused (401) for up to a second while the
+  // gateway's user cache is younger than its miss-reload interval: retry, and say so.
+  let models = await http('/v1/models', { token });
+  const t0 = Date.now();
+  const refused = models.status === 401;
+  while (models.status === 401 && Date.now() - t0 < 3000) {
+    await new Promise((r) => { setTimeout(r, 200); });
+    models = await http('/v1/models', { token });
   }
+  if (refused) console.log(`note: the new token was refused for ${Date.now() - t0} ms before it worked`);
+  let model = process.env.CORRAL_TEST_MODEL;
+  if (!model) model = models.json && models.json.data && models.json.data[0] && models.json.data[0].id;
   assert(model, 'no model to send traffic to (set CORRAL_TEST_MODEL)');
   for (let i = 0; i < n; i += 1) {
-    const res = await http('/v1/chat/completions', {
-      token, method: 'POST',
-      body: { model, stream: false, max_tokens: 16, messages: [{ role: 'user', content: `ops dashboard test ${STAMP} #${i}` }] },
-    });
+    const content = `ops dashboard test ${STAMP} #${i}`;
+    const res = i % 2 === 0
+      ? await http('/v1/chat/completions', {
+        token, method: 'POST',
+        body: { model, stream: false, max_tokens: 16, messages: [{ role: 'user', content }] },
+      })
+      : await http('/api/chat', {
+        token, method: 'POST', body: { model, stream: false, messages: [{ role: 'user', content }] },
+      });
     assert(res.status === 200, `chat request ${i}: HTTP ${res.status} ${res.text.slice(0, 200)}`);
   }
   return { name, model };
@@ -154,7 +169,9 @@ async function main() {
     await check('live: the status badge says Live and backends show memory bars', async () => {
       await page.waitForFunction(() => document.querySelector('#conn')?.textContent === 'Live', null, { timeout: 5000 });
       assert(await page.locator('#backend-list .memory .bar').count() > 0, 'no memory bars');
-      await page.waitForFunction(() => /\d/.test(document.querySelector('#stat-requests')?.textContent || ''), null, { timeout: 5000 });
+      await page.waitForFunction(() => ['stat-requests', 'stat-inflight', 'stat-recent']
+        .every((id) => /\d/.test(document.getElementById(id)?.textContent || '')), null, { timeout: 5000 });
+      return `in flight ${await counter(page, 'stat-inflight')}, last 5 min ${await counter(page, 'stat-recent')}`;
     });
 
     let traffic = null;
@@ -163,6 +180,8 @@ async function main() {
       traffic = await makeTraffic(3);
       await page.waitForFunction((b) => Number((document.querySelector('#stat-requests').textContent || '').replace(/[^0-9]/g, '')) >= b + 3,
         before, { timeout: 30000 });
+      await page.waitForFunction(() => Number((document.querySelector('#stat-recent').textContent || '').replace(/[^0-9]/g, '')) >= 3,
+        null, { timeout: 10000 });
       const after = await counter(page, 'stat-requests');
       await page.screenshot({ path: join(SHOTS, 'overview.png'), fullPage: true });
       return `${before} -> ${after} with ${traffic.model}`;

@@ -302,6 +302,7 @@
     const backends = (data && data.backends) || [];
     const up = backends.filter((b) => b.up).length;
     $('backends-summary').textContent = `${up} of ${backends.length} up`;
+    $('stat-inflight').textContent = fmtInt(backends.reduce((a, b) => a + Number(b.inflight || 0), 0));
     fill($('backend-list'), backends.length ? backends.map(backendCard) : h('p', { class: 'muted', text: 'No backends configured.' }));
   }
 
@@ -338,7 +339,9 @@
     const reservedSeg = h('span', { class: 'seg reserved' });
     usedSeg.style.width = `${Math.min(100, (used / scale) * 100)}%`;
     reservedSeg.style.width = `${Math.max(0, Math.min(100 - (used / scale) * 100, (reserved / scale) * 100))}%`;
-    const label = `${fmtBytes(used)} used + ${fmtBytes(reserved)} reserved of ${max === null ? 'unlimited' : fmtBytes(max)}`;
+    const label = max === null
+      ? `${fmtBytes(used)} used + ${fmtBytes(reserved)} reserved · no memory limit`
+      : `${fmtBytes(used)} used + ${fmtBytes(reserved)} reserved of ${fmtBytes(max)}`;
     return h('div', { class: 'memory' },
       h('div', { class: `bar ${max === null ? 'unlimited' : ''}`, title: label }, usedSeg, reservedSeg),
       h('div', { class: 'muted small', text: label }));
@@ -518,6 +521,11 @@
     });
     overlay.addEventListener('mouseleave', () => { tip.hidden = true; cursor.setAttribute('visibility', 'hidden'); });
 
+    // Buckets are oldest first and the last one is the current minute: the last five give a
+    // live "what is happening now" number whatever window is shown.
+    const recentBuckets = Math.max(1, Math.round(300 / (data.step_seconds || 60)));
+    const recent = ((data.total || {}).requests || []).slice(-recentBuckets).reduce((a, b) => a + Number(b || 0), 0);
+    $('stat-recent').textContent = fmtInt(recent);
     const sum = total.reduce((a, b) => a + b, 0);
     fill($('usage-chart'), root, tip, n === 0 || sum === 0 ? h('p', { class: 'muted empty', text: 'No tokens in this window.' }) : null);
     fill($('usage-legend'),
@@ -545,8 +553,9 @@
       return;
     }
     fill(body, rows.map((r) => {
-      const model = r.model_served && r.model_served !== r.model_requested
+      let model = r.model_served && r.model_served !== r.model_requested
         ? `${r.model_requested} → ${r.model_served}` : (r.model_served || r.model_requested || '–');
+      if (r.category) model += ` (${r.category})`; // the virtual auto model's pick
       const tokens = `${fmtInt(r.tokens_in)} / ${fmtInt(r.tokens_out)}${r.tokens_estimated ? ' ≈' : ''}`;
       return h('tr', { class: 'clickable', 'data-request': r.request_id, tabindex: 0, title: r.error || null,
         onclick: () => openRequest(r.request_id),
