@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 import httpx
@@ -178,7 +177,7 @@ def drive_traffic(gws, users, sims) -> dict:
             record("user over rpm", openai_chat(c, gws[i % 2].url, users["limited"], "llama3.1:8b", f"limited {i}"))
             time.sleep(PACE)
     deadline = time.monotonic() + TRAFFIC_SECONDS + 30
-    while traffic.sent < traffic.max_requests and time.monotonic() < deadline and any(w.is_alive() for w in traffic._workers):
+    while traffic.sent < traffic.max_requests and time.monotonic() < deadline and traffic.running():
         time.sleep(0.2)
     traffic.stop()
     phases["mixed background"] = traffic.statuses
@@ -231,7 +230,7 @@ def run() -> int:
             expr = q["expr"]
             try:
                 if expr.startswith("label_values"):
-                    metric, label = panel_queries.re.match(r"label_values\((\w+),\s*(\w+)\)", expr).groups()
+                    metric, label = re.match(r"label_values\((\w+),\s*(\w+)\)", expr).groups()
                     values = prom_get(prom, f"/api/v1/label/{label}/values", **{"match[]": metric})
                     n, sample, ok = len(values), ", ".join(values[:4]), len(values) > 0
                 else:

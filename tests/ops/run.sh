@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # One entry point for corral's ops checks: alert rules, Prometheus config, Grafana dashboard,
-# Kubernetes manifests, compose stack, nginx and systemd configs, and the built-in dashboard in
-# headless Chromium against tests/ops/mock_admin.py (and against a real corral when
-# CORRAL_URL and CORRAL_ADMIN_TOKEN are set).
+# Kubernetes manifests, compose stack, nginx and systemd configs, the built-in dashboard in
+# headless Chromium against tests/ops/mock_admin.py, and, when a corral binary exists
+# (CORRAL_BIN, else target/debug/corral), the same against the real thing:
+#   - check_deploy_cli.py: every shipped corral.toml passes `check-config`, every corral
+#     command line of the Dockerfile, compose, k8s and systemd runs for real;
+#   - dashboard_real.py: dashboard_test.mjs against a real corral (sims, key pool, users) under
+#     live mixed traffic; screenshots to $SCREENSHOT_DIR (default target/screenshots);
+#   - prom_test.py: a real Prometheus scraping two real replicas (+ Redis, a key pool, a
+#     failover) answers every panel query of grafana/dashboards/corral.json with data.
+# With CORRAL_URL and CORRAL_ADMIN_TOKEN set it also runs the dashboard test against that corral.
 #
 #   bash tests/ops/run.sh            # installs what it needs when root, then runs every check
 #   OPS_NO_INSTALL=1 bash tests/ops/run.sh
 #
-# Installs (root only): apt prometheus chromium chromium-driver; a venv at .venv with pinned
-# kubernetes-validate, pyyaml, check-jsonschema; playwright-core into tests/ops/node_modules
-# from the committed package-lock.json (never a bundled browser: Debian's chromium is used).
+# Installs (root only): apt prometheus redis-server chromium chromium-driver; a venv at .venv
+# with pinned kubernetes-validate, pyyaml, check-jsonschema, httpx; playwright-core into
+# tests/ops/node_modules from the committed package-lock.json (never a bundled browser:
+# Debian's chromium is used).
 # Ends with one line `ops: N passed, M failed`; exits 1 when anything failed.
 set -uo pipefail
 
@@ -17,8 +25,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OPS="$ROOT/tests/ops"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
-PIP_PACKAGES=(kubernetes-validate==1.37.0 pyyaml==6.0.3 check-jsonschema==0.39.0)
-APT_PACKAGES=(prometheus chromium chromium-driver)
+PIP_PACKAGES=(kubernetes-validate==1.37.0 pyyaml==6.0.3 check-jsonschema==0.39.0 httpx==0.28.1)
+APT_PACKAGES=(prometheus redis-server chromium chromium-driver)
 export PY KV="$VENV/bin/kubernetes-validate"
 
 passed=0
@@ -57,7 +65,8 @@ install_deps() {
         fi
     fi
     if [[ ! -x $PY ]]; then python3 -m venv "$VENV" || return 1; fi
-    if ! "$PY" -m pip freeze 2>/dev/null | grep -qi '^kubernetes-validate==1.37.0'; then
+    if ! "$PY" -m pip freeze 2>/dev/null | grep -qi '^kubernetes-validate==1.37.0' \
+        || ! "$PY" -c 'import httpx, yaml' 2>/dev/null; then
         echo "ops: pip install ${PIP_PACKAGES[*]}"
         "$PY" -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}" || return 1
     fi
@@ -167,12 +176,29 @@ dashboard_against_mock() {  # extra mock args...
     kill "$MOCK_PID" 2>/dev/null; wait "$MOCK_PID" 2>/dev/null; MOCK_PID=""
     return $rc
 }
-step "dashboard in Chromium (mock, screenshots)" dashboard_against_mock
-dashboard_without_keys() { SCREENSHOT_DIR="$WORK/shots" dashboard_against_mock --no-keys; }
+mock_shots() { SCREENSHOT_DIR="$WORK/shots-mock" dashboard_against_mock; }
+step "dashboard in Chromium (mock)" mock_shots
+dashboard_without_keys() { SCREENSHOT_DIR="$WORK/shots-nokeys" dashboard_against_mock --no-keys; }
 step "dashboard in Chromium (mock without key pools API)" dashboard_without_keys
 
+# ------------------------------------------------------------------------------ against a real corral
+CORRAL_BIN=${CORRAL_BIN:-}
+if [[ -z $CORRAL_BIN && -x $ROOT/target/debug/corral ]]; then CORRAL_BIN=$ROOT/target/debug/corral; fi
+if [[ -n $CORRAL_BIN && -x $CORRAL_BIN ]]; then
+    export CORRAL_BIN
+    echo
+    echo "ops: real corral checks with $CORRAL_BIN"
+    step "deploy files against the real CLI (check-config, sim, migrate, serve)" "$PY" "$OPS/check_deploy_cli.py"
+    real_dashboard() { SCREENSHOT_DIR="${SCREENSHOT_DIR:-$ROOT/target/screenshots}" "$PY" "$OPS/dashboard_real.py"; }
+    step "dashboard in Chromium (real corral under live traffic)" real_dashboard
+    step "Prometheus: every Grafana panel query against two real replicas" "$PY" "$OPS/prom_test.py"
+else
+    echo
+    echo "ops: no corral binary (set CORRAL_BIN or cargo build --bin corral): real-corral checks NOT run"
+fi
+
 if [[ -n ${CORRAL_URL:-} && -n ${CORRAL_ADMIN_TOKEN:-} ]]; then
-    step "dashboard in Chromium (real corral at $CORRAL_URL)" env SCREENSHOT_DIR="${SCREENSHOT_DIR:-docs/screenshots/real}" node "$OPS/dashboard_test.mjs"
+    step "dashboard in Chromium (real corral at $CORRAL_URL)" env SCREENSHOT_DIR="${SCREENSHOT_DIR:-$ROOT/target/screenshots}/external" node "$OPS/dashboard_test.mjs"
 fi
 
 echo

@@ -340,6 +340,9 @@ class Traffic:
                 if not (isinstance(status, int) and status < 400):
                     time.sleep(0.05)  # errors come back fast: do not spin on them
 
+    def running(self) -> bool:
+        return any(w.is_alive() for w in self._workers)
+
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         for w in self._workers:
