@@ -52,20 +52,75 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let sims = start_fleet().await?;
     let cfg = demo_config(&sims, port).map_err(std::io::Error::other)?;
-    let token = crate::demo_admin_token(&cfg).map_err(std::io::Error::other)?;
+    let token = crate::demo_token(&cfg, "demo-admin", true).map_err(std::io::Error::other)?;
+    let traffic_token =
+        crate::demo_token(&cfg, "demo-traffic", false).map_err(std::io::Error::other)?;
     let running = crate::serve(cfg, &format!("127.0.0.1:{port}")).await?;
     let _ = running
         .gateway
         .fleet
         .wait_ready(Duration::from_secs(5))
         .await;
-    print_banner(&running.url(), token.as_deref());
+    print_banner(&running.url(), Some(&token));
+    let traffic = actix_web::rt::spawn(background_traffic(running.url(), traffic_token));
     shutdown.await;
+    traffic.abort();
     running.shutdown().await;
     for s in sims {
         s.stop().await;
     }
     Ok(())
+}
+
+/// A trickle of mixed requests (three dialects, `auto`, a streaming one, an unknown model)
+/// so the dashboard shows something moving the moment it is opened.
+async fn background_traffic(url: String, token: String) {
+    let client = awc::Client::builder().disable_timeout().finish();
+    let asks: [(&str, serde_json::Value); 6] = [
+        (
+            "/api/chat",
+            serde_json::json!({"model": "qwen3:8b", "stream": false,
+            "messages": [{"role": "user", "content": "Summarize the plot of Hamlet in two lines."}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            serde_json::json!({"model": "auto",
+            "messages": [{"role": "user", "content": "Fix this Python: def f(x) return x+1"}]}),
+        ),
+        (
+            "/v1/messages",
+            serde_json::json!({"model": "claude-sonnet-4-6", "max_tokens": 256,
+            "messages": [{"role": "user", "content": "Write a haiku about GPUs."}]}),
+        ),
+        (
+            "/api/chat",
+            serde_json::json!({"model": "llama3.1:70b", "stream": true,
+            "messages": [{"role": "user", "content": "Explain backpressure."}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            serde_json::json!({"model": "auto",
+            "messages": [{"role": "user", "content": "Prove that there are infinitely many primes, step by step."}]}),
+        ),
+        (
+            "/api/chat",
+            serde_json::json!({"model": "no-such-model:1b", "stream": false,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ];
+    for i in 0usize.. {
+        let (path, body) = &asks[i % asks.len()];
+        let sent = client
+            .post(format!("{url}{path}"))
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .insert_header(("anthropic-version", "2023-06-01"))
+            .send_json(body)
+            .await;
+        if let Ok(mut resp) = sent {
+            let _ = resp.body().limit(16 << 20).await;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
+    }
 }
 
 fn print_banner(url: &str, token: Option<&str>) {
@@ -81,6 +136,8 @@ fn print_banner(url: &str, token: Option<&str>) {
          ollama:      OLLAMA_HOST={url} OLLAMA_API_KEY={token} python3 -c \"import ollama; print(ollama.list())\"\n\
          OpenAI SDK:  OpenAI(base_url=\"{url}/v1\", api_key=\"{token}\")\n\
          Claude Code: ANTHROPIC_BASE_URL={url} ANTHROPIC_AUTH_TOKEN={token} claude\n\
-         metrics:     {url}/metrics\n\nCtrl-C stops everything.\n"
+         metrics:     {url}/metrics\n\n\
+         A little background traffic (user demo-traffic) keeps the dashboard moving.\n\
+         Ctrl-C stops everything.\n"
     );
 }

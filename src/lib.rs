@@ -63,6 +63,7 @@ impl Gateway {
             .map_err(|e| format!("database {}: {e}", config::redact_url(&config.database.url)))?;
         let auth = Authenticator::new(store.clone(), &config.auth);
         let logs = LogWriter::start(store.clone(), metrics.clone(), &config.logging);
+        metrics.zero_series(config.backends.iter().map(|b| b.name.as_str()));
         let fleet = Fleet::start(&config, metrics.clone());
         let keys = keys::KeyPools::new(&config, metrics.clone());
         store::keys::load_into(&store, &keys)
@@ -132,6 +133,8 @@ impl Gateway {
         let body_len = ctx.body.as_ref().map_or(0, |b| b.len());
         let (tokens_in, tokens_out, estimated) = match tally.tokens {
             Some((i, o)) => (i, o, false),
+            // Never reached a backend: nothing was consumed.
+            None if tally.backend.is_empty() => (0, 0, false),
             None => (ir::estimate_tokens(body_len), 0, true),
         };
         self.logs.submit(RequestRecord {
@@ -172,16 +175,15 @@ fn follow_revocations(cluster: &actors::cluster_sync::ClusterSync, auth: &Authen
     });
 }
 
-/// A fresh admin token for `corral demo` (the `demo-admin` user, created or rotated).
-pub fn demo_admin_token(cfg: &Config) -> Result<Option<String>, String> {
+/// A fresh token for a `corral demo` user (created, or rotated when it exists).
+pub fn demo_token(cfg: &Config, name: &str, admin: bool) -> Result<String, String> {
     let store = Store::connect(&cfg.database).map_err(|e| e.to_string())?;
-    let token = store
-        .blocking(|conn| match store::users::get(conn, "demo-admin")? {
-            Some(_) => store::users::rotate(conn, "demo-admin").map(|(_, t)| t),
-            None => store::users::create(conn, "demo-admin", true, None, None).map(|(_, t)| t),
+    store
+        .blocking(|conn| match store::users::get(conn, name)? {
+            Some(_) => store::users::rotate(conn, name).map(|(_, t)| t),
+            None => store::users::create(conn, name, admin, None, None).map(|(_, t)| t),
         })
-        .map_err(|e| e.to_string())?;
-    Ok(Some(token))
+        .map_err(|e| e.to_string())
 }
 
 /// The actix application for one worker: shared state plus a per-worker upstream client.

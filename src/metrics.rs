@@ -147,6 +147,33 @@ impl Metrics {
         }
     }
 
+    /// Creates the error counters at 0, so the first failover or refusal after a start
+    /// shows in `rate()` and `increase()` instead of appearing from nowhere.
+    pub fn zero_series<'a>(&self, backends: impl Iterator<Item = &'a str>) {
+        const REASONS: &[&str] = &[
+            "connect",
+            "timeout",
+            "status_5xx",
+            "out_of_memory",
+            "model_not_found",
+            "overloaded",
+            "protocol",
+            "client_4xx",
+        ];
+        for scope in ["user", "key"] {
+            self.rate_limited.with_label_values(&[scope]);
+        }
+        for reason in REASONS.iter().chain(&["fallback"]) {
+            self.failovers.with_label_values(&[reason]);
+        }
+        for backend in backends {
+            for reason in REASONS {
+                self.upstream_errors.with_label_values(&[backend, reason]);
+            }
+        }
+        self.log_dropped.inc_by(0);
+    }
+
     /// The Prometheus text exposition of every collector.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -90,6 +90,9 @@ async fn create_user(
         .run(move |c| users::create(c, &name, admin, rpm, tpm))
         .await
         .map_err(db)?;
+    // The next lookup reloads, so the new token works at once rather than after the
+    // miss-reload throttle.
+    auth.invalidate_user(&user.name);
     tracing::info!(user = %user.name, admin = user.admin, "user created through the admin API");
     Ok(HttpResponse::Created().json(json!({ "user": user.to_json(), "token": token })))
 }

@@ -47,10 +47,10 @@ impl RequestRecord {
     }
 
     /// The model aggregates are kept under: what served it, else what was asked for.
+    /// Requests no backend served are kept under `-`: a client's unknown model name must
+    /// not become a series of its own in the graphs.
     pub fn model(&self) -> &str {
-        self.model_served
-            .as_deref()
-            .unwrap_or(&self.model_requested)
+        self.model_served.as_deref().unwrap_or("-")
     }
 }
 

@@ -221,6 +221,7 @@
     { id: 'keys', path: () => '/admin/api/keys', render: renderKeys, optional: true },
     { id: 'summary', path: () => '/admin/api/stats/24h', render: renderSummary },
     { id: 'usage', path: () => `/admin/api/stats?window=${state.window}`, render: renderUsage },
+    { id: 'models', path: () => '/admin/api/stats/models?window=24h', render: renderModels },
     { id: 'requests', path: () => '/admin/api/requests?limit=50', render: renderRequests },
     { id: 'users', path: () => '/admin/api/users', render: renderUsers },
   ];
@@ -543,6 +544,29 @@
     if (status >= 500) return 'bad';
     if (status >= 400) return 'warn';
     return 'ok';
+  }
+
+  function renderModels(data) {
+    const body = $('model-table').tBodies[0];
+    const row = (name, m, cls) => h('tr', { class: cls },
+      h('td', { text: name }),
+      h('td', { class: 'num', text: fmtInt(m.requests) }),
+      h('td', { class: 'num', text: fmtInt(m.errors) }),
+      h('td', { class: 'num', text: fmtMs(m.duration_ms.p50) }),
+      h('td', { class: 'num', text: fmtMs(m.duration_ms.p95) }),
+      h('td', { class: 'num', text: fmtMs(m.ttfb_ms.p50) }),
+      h('td', { class: 'num', text: fmtMs(m.ttfb_ms.p95) }),
+      h('td', { class: 'num', text: `${fmtCompact(m.tokens_in)} / ${fmtCompact(m.tokens_out)}` }));
+    const models = (data && data.by_model) || [];
+    const categories = (data && data.by_category) || [];
+    if (!models.length) {
+      fill(body, h('tr', {}, h('td', { colspan: 8, class: 'muted', text: 'No requests yet.' })));
+      return;
+    }
+    fill(body, [
+      ...models.map((m) => row(m.model, m, null)),
+      ...categories.map((c) => row(`auto: ${c.category}`, c, 'muted')),
+    ]);
   }
 
   function renderRequests(data) {
