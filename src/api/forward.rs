@@ -77,19 +77,6 @@ impl Served {
     }
 }
 
-fn reason_label(r: FailureReason) -> &'static str {
-    match r {
-        FailureReason::Connect => "connect",
-        FailureReason::Timeout => "timeout",
-        FailureReason::Status5xx => "status_5xx",
-        FailureReason::OutOfMemory => "out_of_memory",
-        FailureReason::ModelNotFound => "model_not_found",
-        FailureReason::Overloaded => "overloaded",
-        FailureReason::Protocol => "protocol",
-        FailureReason::Client4xx => "client_4xx",
-    }
-}
-
 /// Places `model` (then its fallbacks) and sends the call `build` makes for each backend,
 /// moving on after any retryable failure until the first body bytes are in hand.
 pub async fn open(
@@ -162,7 +149,7 @@ async fn try_model(
                 }
                 gw.metrics
                     .failovers
-                    .with_label_values(&[reason_label(f.reason)])
+                    .with_label_values(&[f.reason.as_str()])
                     .inc();
                 last = Some(f.error);
             }
@@ -250,7 +237,7 @@ async fn try_backend(
             }
             Err(f) => f,
         };
-        let label = reason_label(failure.reason);
+        let label = failure.reason.as_str();
         gw.metrics
             .upstream_errors
             .with_label_values(&[backend.name.as_str(), label])
