@@ -250,6 +250,31 @@ class State:
         }
 
 
+    def stats_models(self) -> dict:
+        """Per-model latency from the request rows, shaped like /admin/api/stats/models."""
+        def pct(values, p):
+            if not values:
+                return None
+            values = sorted(values)
+            return values[max(0, -(-p * len(values) // 100) - 1)]
+
+        groups: dict[str, list[dict]] = {}
+        for r in self.requests:
+            groups.setdefault(r.get("model_served") or "-", []).append(r)
+        by_model = []
+        for model, rows in sorted(groups.items()):
+            durations = [r["duration_ms"] for r in rows]
+            ttfbs = [r["ttfb_ms"] for r in rows if r.get("ttfb_ms") is not None]
+            by_model.append({
+                "model": model, "requests": len(rows),
+                "errors": sum(1 for r in rows if r["status"] >= 400),
+                "tokens_in": sum(r["tokens_in"] for r in rows), "tokens_out": sum(r["tokens_out"] for r in rows),
+                "duration_ms": {"p50": pct(durations, 50), "p95": pct(durations, 95)},
+                "ttfb_ms": {"p50": pct(ttfbs, 50), "p95": pct(ttfbs, 95)},
+            })
+        return {"window_minutes": 1440, "sampled": False, "by_model": by_model, "by_category": []}
+
+
 def public_row(row: dict, body: bool = False) -> dict:
     out = {k: v for k, v in row.items() if not k.startswith("_")}
     if body:
@@ -343,6 +368,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.send_json(200, out)
             elif path == "/admin/api/stats/24h":
                 self.send_json(200, s.stats_24h())
+            elif path == "/admin/api/stats/models":
+                self.send_json(200, s.stats_models())
             elif path == "/admin/api/requests":
                 limit = int(query.get("limit", ["50"])[0])
                 rows = [r for r in s.requests
