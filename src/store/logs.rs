@@ -155,7 +155,8 @@ pub fn floor_minute(t: NaiveDateTime) -> NaiveDateTime {
 pub fn aggregate<'a>(rows: impl IntoIterator<Item = &'a LogRow>) -> Vec<UsageRow> {
     let mut acc: HashMap<(NaiveDateTime, &str, &str, &str, &str), UsageRow> = HashMap::new();
     for r in rows {
-        let model = r.model_served.as_deref().unwrap_or(&r.model_requested);
+        // Unrouted requests are kept under `-`: unknown client model names make no series.
+        let model = r.model_served.as_deref().unwrap_or("-");
         let backend = r.backend.as_deref().unwrap_or("");
         let key_id = r.key_id.as_deref().unwrap_or("");
         let minute = floor_minute(r.time);
@@ -471,6 +472,7 @@ mod tests {
                 user: "alice".into(),
                 dialect: "openai".into(),
                 model_requested: model.into(),
+                model_served: Some(model.into()),
                 status,
                 tokens_in: 10,
                 tokens_out: 5,
@@ -501,6 +503,13 @@ mod tests {
         assert_eq!(agg[1].model, "m2");
         assert_eq!(agg[2].requests, 1);
         assert_eq!(agg[0].minute.and_utc().timestamp() % 60, 0);
+        // A request no backend served counts under `-`, whatever model it named.
+        let mut unrouted = row("e", "no-such-model:1b", 404, 0);
+        unrouted.model_served = None;
+        assert_eq!(
+            aggregate([&unrouted]).pop().map(|u| u.model),
+            Some("-".to_string())
+        );
     }
 
     #[test]
