@@ -219,14 +219,7 @@ impl Relay for TranslateRelay {
         let finished = self.reader.finish(&mut self.events);
         self.write_events(out);
         finished?;
-        if self.usage.is_some() {
-            Ok(())
-        } else {
-            Err(GatewayError::new(
-                ErrorKind::UpstreamProtocol,
-                "upstream stream ended before the answer was complete",
-            ))
-        }
+        self.usage.map(|_| ()).ok_or_else(forward::incomplete)
     }
 
     fn error_frame(&mut self, e: &GatewayError) -> Bytes {
@@ -318,14 +311,7 @@ impl Relay for SsePassthrough {
             self.frame(f.event.as_deref(), &f.data, out);
         }
         read?;
-        if self.usage.is_some() {
-            Ok(())
-        } else {
-            Err(GatewayError::new(
-                ErrorKind::UpstreamProtocol,
-                "upstream stream ended before the answer was complete",
-            ))
-        }
+        self.usage.map(|_| ()).ok_or_else(forward::incomplete)
     }
 
     fn error_frame(&mut self, e: &GatewayError) -> Bytes {

@@ -279,6 +279,14 @@ fn key_outcome(f: &upstream::Failure, model: &str) -> Option<KeyOutcome> {
     }
 }
 
+/// The error for an upstream stream that stopped before its final frame.
+pub fn incomplete() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::UpstreamProtocol,
+        "upstream stream ended before the answer was complete",
+    )
+}
+
 /// Turns upstream bytes into client bytes for one answer.
 pub trait Relay {
     /// Translates one upstream chunk (arbitrary byte boundaries) into `out`.

@@ -455,10 +455,7 @@ impl Relay for OllamaRelay {
         if self.done {
             Ok(())
         } else {
-            Err(GatewayError::new(
-                ErrorKind::UpstreamProtocol,
-                "upstream stream ended before the answer was complete",
-            ))
+            Err(forward::incomplete())
         }
     }
 
@@ -551,15 +548,9 @@ async fn live_ps(
                 body: Bytes::new(),
                 headers: Vec::new(),
             };
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-            match crate::upstream::send(client, b, call, deadline).await {
-                Ok(opened) => crate::upstream::read_limited(opened.body, 4 << 20, deadline)
-                    .await
-                    .ok()
-                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-                    .and_then(|v| v.get("models").and_then(Value::as_array).cloned()),
-                Err(_) => None,
-            }
+            crate::upstream::fetch_json(client, b, call, 4 << 20)
+                .await
+                .and_then(|v| v.get("models").and_then(Value::as_array).cloned())
         }
         _ => None,
     };

@@ -104,14 +104,7 @@ impl AutoRouter {
             let client = clients.get(id)?;
             let body = serde_json::json!({ "model": name }).to_string();
             let call = Call::post_json("/api/show", body.into());
-            let deadline = Instant::now() + Duration::from_secs(2);
-            let opened = crate::upstream::send(client, backend, call, deadline)
-                .await
-                .ok()?;
-            let bytes = crate::upstream::read_limited(opened.body, 8 << 20, deadline)
-                .await
-                .ok()?;
-            let show: Value = serde_json::from_slice(&bytes).ok()?;
+            let show = crate::upstream::fetch_json(client, backend, call, 8 << 20).await?;
             Some((name, show))
         });
         let found = futures_util::future::join_all(asks).await;

@@ -228,6 +228,20 @@ pub fn upstream_message(body: &[u8]) -> Option<String> {
     })
 }
 
+/// A small JSON answer from a backend (fleet views, not client traffic): `None` when the
+/// backend fails, is slower than 2 s, or answers more than `limit` bytes or not JSON.
+pub async fn fetch_json(
+    client: &awc::Client,
+    backend: &BackendInfo,
+    call: Call,
+    limit: usize,
+) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let opened = send(client, backend, call, deadline).await.ok()?;
+    let bytes = read_limited(opened.body, limit, deadline).await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Reads a whole body up to `limit` bytes, giving up at `deadline`.
 pub async fn read_limited(
     mut body: BodyStream,
