@@ -73,7 +73,7 @@ pub fn require_admin(p: &Principal) -> Result<(), GatewayError> {
 
 #[derive(Default)]
 struct Snapshot {
-    by_hash: HashMap<[u8; 32], (String, Principal)>,
+    by_hash: HashMap<[u8; 32], ([u8; 32], Principal)>,
     loaded_at: Option<Instant>,
     /// Last failed reload: while the database is down, lookups don't queue up on it.
     failed_at: Option<Instant>,
@@ -191,10 +191,7 @@ impl Authenticator {
         let hit = snap
             .by_hash
             .get(digest)
-            .filter(|(stored, _)| {
-                let stored = hex_decode(stored);
-                bool::from(stored.as_slice().ct_eq(digest.as_slice()))
-            })
+            .filter(|(stored, _)| bool::from(stored.as_slice().ct_eq(digest.as_slice())))
             .map(|(_, p)| p.clone());
         (hit, age)
     }
@@ -229,7 +226,7 @@ impl Authenticator {
             .iter()
             .filter_map(|u| {
                 let bytes: [u8; 32] = hex_decode(&u.token_hash).try_into().ok()?;
-                Some((bytes, (u.token_hash.clone(), Principal::from_user(u))))
+                Some((bytes, (bytes, Principal::from_user(u))))
             })
             .collect();
         let mut snap = self.inner.snapshot.write();

@@ -228,26 +228,35 @@ impl RateLimiter {
 
     /// Corrects the token reservation with the real count (a no-op without a token limit).
     pub async fn reconcile(&self, r: Reservation, actual_tokens: u64) {
+        let Some((bucket, delta)) = self.reconcile_local(&r, actual_tokens) else {
+            return;
+        };
+        let Some(mut conn) = self.cluster.as_ref().and_then(ClusterSync::connection) else {
+            return;
+        };
+        let mut call = self.reconcile_script.key(tokens_key(&r.user));
+        call.arg(bucket).arg(delta);
+        let done =
+            tokio::time::timeout(self.redis_timeout, call.invoke_async::<i64>(&mut conn)).await;
+        if !matches!(done, Ok(Ok(_))) {
+            tracing::debug!("token reconciliation skipped: redis did not answer");
+        }
+    }
+
+    /// Settles a reservation held in this replica at once. Returns the (bucket, delta)
+    /// still to send to Redis, for a reservation made there; only that needs `reconcile`.
+    pub fn reconcile_local(&self, r: &Reservation, actual_tokens: u64) -> Option<(i64, i64)> {
         let delta = actual_tokens as i64 - r.estimated as i64;
         if !r.tokens_reserved || delta == 0 || r.made.elapsed() >= self.window {
-            return;
+            return None;
         }
         match r.slot {
-            Slot::Nothing => {}
-            Slot::Local { bucket } => self.local.lock().reconcile(&r.user, bucket, delta),
-            Slot::Redis { bucket } => {
-                let Some(mut conn) = self.cluster.as_ref().and_then(ClusterSync::connection) else {
-                    return;
-                };
-                let mut call = self.reconcile_script.key(tokens_key(&r.user));
-                call.arg(bucket).arg(delta);
-                let done =
-                    tokio::time::timeout(self.redis_timeout, call.invoke_async::<i64>(&mut conn))
-                        .await;
-                if !matches!(done, Ok(Ok(_))) {
-                    tracing::debug!("token reconciliation skipped: redis did not answer");
-                }
+            Slot::Nothing => None,
+            Slot::Local { bucket } => {
+                self.local.lock().reconcile(&r.user, bucket, delta);
+                None
             }
+            Slot::Redis { bucket } => Some((bucket, delta)),
         }
     }
 

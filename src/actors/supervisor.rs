@@ -191,17 +191,23 @@ pub struct Lease {
     inflight_gauge: Option<IntGauge>,
     /// Passive health goes straight to the backend's actor.
     actor: Option<Addr<BackendActor>>,
-    health: Arc<Vec<HealthFlags>>,
+    health: Arc<Health>,
 }
 
-/// One success report in this many reaches a backend's actor: the averages need samples,
-/// not every request, and each report is a wake-up of another thread.
-const SUCCESS_SAMPLE: u64 = 8;
+/// At most one success report per backend per this interval reaches its actor: the
+/// averages need samples, not every request, and each report wakes another thread.
+const SUCCESS_EVERY: Duration = Duration::from_millis(20);
 
-/// Per-backend counters shared by every lease, for sampling success reports.
+/// Per-backend state shared by every lease, for sampling success reports.
+struct Health {
+    started: Instant,
+    flags: Vec<HealthFlags>,
+}
+
 #[derive(Default)]
 struct HealthFlags {
-    successes: AtomicU64,
+    /// Milliseconds since `Health::started` of the last success reported.
+    last_success_ms: AtomicU64,
     failed_since_success: AtomicBool,
 }
 
@@ -212,13 +218,19 @@ impl Lease {
     }
 
     /// The request succeeded: feeds passive health and the latency averages.
-    /// Successes are sampled (1 in [`SUCCESS_SAMPLE`]) for the latency averages, but the
+    /// Successes are sampled (one per [`SUCCESS_EVERY`]) for the latency averages, but the
     /// first success after any failure always goes through, so circuits close at once.
     pub fn succeeded(&self, ttfb: Duration, total: Duration) {
-        if let Some(flags) = self.health.get(self.backend.id) {
+        if let Some(flags) = self.health.flags.get(self.backend.id) {
             let after_failure = flags.failed_since_success.swap(false, Ordering::Relaxed);
-            let sampled = flags.successes.fetch_add(1, Ordering::Relaxed) % SUCCESS_SAMPLE == 0;
-            if !(after_failure || sampled) {
+            let now = self.health.started.elapsed().as_millis() as u64 + 1;
+            let last = flags.last_success_ms.load(Ordering::Relaxed);
+            let due = now.saturating_sub(last) >= SUCCESS_EVERY.as_millis() as u64
+                && flags
+                    .last_success_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            if !(after_failure || due) {
                 return;
             }
         }
@@ -227,7 +239,7 @@ impl Lease {
 
     /// The request failed on this backend.
     pub fn failed(&self, reason: FailureReason) {
-        if let Some(flags) = self.health.get(self.backend.id) {
+        if let Some(flags) = self.health.flags.get(self.backend.id) {
             flags.failed_since_success.store(true, Ordering::Relaxed);
         }
         self.report(Outcome::Failure(reason));
@@ -269,7 +281,7 @@ impl std::fmt::Debug for Lease {
 pub struct Fleet {
     supervisor: Addr<Supervisor>,
     actors: Arc<Vec<Addr<BackendActor>>>,
-    health: Arc<Vec<HealthFlags>>,
+    health: Arc<Health>,
     placer: SharedPlacer,
     inflight_gauges: Arc<Vec<IntGauge>>,
     backends: Arc<Vec<Arc<BackendInfo>>>,
@@ -323,7 +335,10 @@ impl Fleet {
         });
         Fleet {
             supervisor,
-            health: Arc::new(backends.iter().map(|_| HealthFlags::default()).collect()),
+            health: Arc::new(Health {
+                started: Instant::now(),
+                flags: backends.iter().map(|_| HealthFlags::default()).collect(),
+            }),
             actors: fleet_actors,
             placer,
             inflight_gauges,

@@ -396,8 +396,11 @@ impl Drop for Tally {
             }
         }
         if let Some(grant) = self.ctx.reservation.take() {
-            let gw = self.gw.clone();
-            actix_web::rt::spawn(async move { gw.limiter.reconcile(grant, used).await });
+            // Only a correction that must go to Redis is worth a task.
+            if self.gw.limiter.reconcile_local(&grant, used).is_some() {
+                let gw = self.gw.clone();
+                actix_web::rt::spawn(async move { gw.limiter.reconcile(grant, used).await });
+            }
         }
         self.gw.record(self);
     }

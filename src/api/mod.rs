@@ -189,15 +189,17 @@ pub async fn resolve_model(
 }
 
 /// Every route of the gateway.
+/// The generation routes come first: actix tries routes in order, and each dynamic admin
+/// path before them would cost every request a regex match.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    ollama::configure(cfg);
+    openai::configure(cfg);
+    anthropic::configure(cfg);
     health::configure(cfg);
     admin::configure(cfg);
     admin_fleet::configure(cfg);
     admin_keys::configure(cfg);
     dashboard::configure(cfg);
-    ollama::configure(cfg);
-    openai::configure(cfg);
-    anthropic::configure(cfg);
 }
 
 /// Unknown paths: 404 in the dialect the path suggests.

@@ -181,14 +181,16 @@ async fn generation(
         .await
         .map_err(err)?;
     let build = |backend: &BackendInfo, served: &str| -> Result<Call, GatewayError> {
-        match (backend.config.kind, canonical.get(decode)?) {
-            (BackendKind::Ollama, _) => Ok(Call::post_json(
+        if backend.config.kind == BackendKind::Ollama {
+            return Ok(Call::post_json(
                 path,
                 passthrough_body(&body, &requested, served)?,
-            )),
-            (_, Canonical::Chat(chat)) => Ok(chat::chat_call(backend, served, chat, &req)),
-            (_, Canonical::Embed(e)) => chat::embed_call(backend, served, e),
-            (_, Canonical::Show) => Err(GatewayError::internal("show is answered locally")),
+            ));
+        }
+        match canonical.get(decode)? {
+            Canonical::Chat(chat) => Ok(chat::chat_call(backend, served, chat, &req)),
+            Canonical::Embed(e) => chat::embed_call(backend, served, e),
+            Canonical::Show => Err(GatewayError::internal("show is answered locally")),
         }
     };
     if path == "/api/show" && !gw.fleet.backends().is_empty() {

@@ -51,6 +51,9 @@ pub fn client_for(connect_timeout: Duration) -> awc::Client {
     awc::Client::builder()
         .connector(connector)
         .disable_timeout()
+        // An upstream redirect is an answer to relay, not to follow (and skipping the
+        // redirect layer saves work on every call).
+        .disable_redirects()
         .no_default_headers()
         .finish()
 }
