@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORRAL = os.environ.get("CORRAL_BIN", str(ROOT / "target" / "release" / "corral"))
 DURATION = os.environ.get("BENCH_DURATION", "5s")
 CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,64").split(",")]
+SEQ = "@SEQ@"  # replaced per request by wrk (see `wrk`)
 
 
 def free_port():
@@ -59,12 +60,21 @@ def parse_ms(text):
 
 
 def wrk(url, body, headers, conns, workdir):
+    """`body` holds SEQ once; each request replaces it with `<thread>-<counter>`, so that no
+    two requests are identical (corral would answer duplicates from one upstream call)."""
     script = workdir / "post.lua"
     hdrs = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    head, tail = body.split(SEQ)
     script.write_text(
         'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(body)}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n' + hdrs
+        'wrk.headers["Content-Type"] = "application/json"\n' + hdrs +
+        f"local head, tail = {json.dumps(head)}, {json.dumps(tail)}\n"
+        "local threads, n = 0, 0\n"
+        'function setup(thread) threads = threads + 1; thread:set("id", threads) end\n'
+        "function request()\n"
+        "  n = n + 1\n"
+        '  return wrk.format(nil, nil, nil, head .. id .. "-" .. n .. tail)\n'
+        "end\n"
     )
     threads = min(conns, 2)
     out = subprocess.run(
@@ -167,7 +177,7 @@ poll_interval = "2s"
         "nginx": f"http://127.0.0.1:{nginx_port}",
         "corral": f"http://127.0.0.1:{gw_port}",
     }
-    prompt = "[[tokens=20]] benchmark"
+    prompt = f"[[tokens=20]] benchmark {SEQ}"
     chat = {"model": "qwen3:8b", "messages": [{"role": "user", "content": prompt}]}
     anthropic = {"model": "qwen3:8b", "max_tokens": 64, "stream": True,
                  "messages": [{"role": "user", "content": prompt}]}

@@ -242,6 +242,10 @@ pub struct RoutingConfig {
     /// Names of the virtual model that classifies the task and picks a model.
     pub auto_models: Vec<String>,
     pub models: Vec<ModelAttrs>,
+    /// Identical non-streaming requests of one user share one upstream call while it runs
+    /// and for this long after its answer; `0s` turns sharing off.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
 }
 
 impl Default for RoutingConfig {
@@ -257,6 +261,7 @@ impl Default for RoutingConfig {
             max_attempts: 3,
             auto_models: vec!["auto".into()],
             models: Vec::new(),
+            dedup_window: Duration::from_secs(2),
         }
     }
 }
@@ -510,6 +515,16 @@ mod tests {
         assert_eq!(cfg.backends[0].max_memory, Some(ByteSize::gib(80)));
         assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(10));
         assert_eq!(cfg.key_pools[0].penalty, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn dedup_window_defaults_to_two_seconds_and_zero_turns_it_off() {
+        assert_eq!(
+            Config::default().routing.dedup_window,
+            Duration::from_secs(2)
+        );
+        let cfg = Config::from_toml("[routing]\ndedup_window = \"0s\"\n").unwrap();
+        assert!(cfg.routing.dedup_window.is_zero());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Gateway {
     pub fleet: Fleet,
     pub aliases: Aliases,
     pub auto: routing::auto::AutoRouter,
+    /// Identical non-streaming requests in flight or just answered, shared by every worker.
+    pub dedup: api::dedup::Dedup,
     draining: AtomicBool,
 }
 
@@ -102,6 +104,7 @@ impl Gateway {
             limiter,
             aliases: Aliases::new(&config.routing),
             auto: routing::auto::AutoRouter::new(&config.routing),
+            dedup: api::dedup::Dedup::new(config.routing.dedup_window),
             config,
             metrics,
             fleet,

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub log_queue_depth: IntGauge,
     pub log_dropped: IntCounter,
     pub redis_up: IntGauge,
+    pub dedup_shared: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -107,6 +108,12 @@ impl Metrics {
             "Requests refused or retried because of a rate limit.",
             &["scope"],
         );
+        let dedup_shared = counter(
+            "corral_dedup_shared_total",
+            "Requests answered with an identical request's answer, by how: `inflight` (waited \
+             for it) or `recent` (kept from the last seconds).",
+            &["how"],
+        );
         let log_queue_depth = IntGauge::new(
             "corral_log_queue_depth",
             "Request-log rows waiting for the database.",
@@ -144,6 +151,7 @@ impl Metrics {
             log_queue_depth,
             log_dropped,
             redis_up,
+            dedup_shared,
         }
     }
 
@@ -162,6 +170,9 @@ impl Metrics {
         ];
         for scope in ["user", "key"] {
             self.rate_limited.with_label_values(&[scope]);
+        }
+        for how in ["inflight", "recent"] {
+            self.dedup_shared.with_label_values(&[how]);
         }
         for reason in REASONS.iter().chain(&["fallback"]) {
             self.failovers.with_label_values(&[reason]);

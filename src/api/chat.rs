@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::Gateway;
 use crate::actors::supervisor::{BackendInfo, FailureReason};
 use crate::api::forward::{self, Ctx, Relay, Served, Tally};
-use crate::api::with_served_headers;
+use crate::api::{dedup, with_served_headers};
 use crate::config::BackendKind;
 use crate::dialect::sse::{DEFAULT_MAX_FRAME, SseParser};
 use crate::dialect::{Dialect, anthropic, ollama, openai};
@@ -370,9 +370,29 @@ pub struct Answer {
     pub whole: Box<dyn Fn(&ChatResponse) -> Value>,
 }
 
-/// Places and forwards a canonical chat request; answers in `answer.dialect`.
-/// `passthrough` lets same-dialect upstreams take the raw body and relay (Ollama→Ollama).
+/// Places and forwards a canonical chat request; answers in `answer.dialect`. A whole
+/// answer is shared by identical requests (see [`dedup`]).
 pub async fn serve_chat(
+    req: &HttpRequest,
+    gw: web::Data<Gateway>,
+    clients: &UpstreamClients,
+    ctx: Ctx,
+    chat: ChatRequest,
+    answer: Answer,
+) -> Result<HttpResponse, DialectError> {
+    let key = if chat.stream {
+        None
+    } else {
+        gw.dedup.key(&ctx, req)
+    };
+    dedup::serve(gw.clone(), key, ctx, |ctx| {
+        place_chat(req, gw, clients, ctx, chat, answer)
+    })
+    .await
+}
+
+/// `raw` in `answer` lets same-dialect upstreams take the client's bytes and relay them.
+async fn place_chat(
     req: &HttpRequest,
     gw: web::Data<Gateway>,
     clients: &UpstreamClients,
@@ -442,7 +462,7 @@ pub async fn serve_chat(
         None => body,
     };
     let mut out = HttpResponse::Ok();
-    with_served_headers(&mut out, &served, tally.ctx.category.as_deref());
+    with_served_headers(&mut out, &served, &tally);
     Ok(out.json(body))
 }
 
@@ -458,7 +478,7 @@ pub fn stream_response(
         Dialect::Ollama => "application/x-ndjson",
         _ => "text/event-stream",
     });
-    with_served_headers(&mut resp, &served, tally.ctx.category.as_deref());
+    with_served_headers(&mut resp, &served, &tally);
     resp.streaming(forward::relay_stream(served, relay, tally))
 }
 
@@ -539,7 +559,7 @@ pub async fn serve_embed(
         .map_err(|e| e.in_dialect(dialect))?;
     tally.tokens = Some((resp.input_tokens, 0));
     let mut out = HttpResponse::Ok();
-    with_served_headers(&mut out, &served, None);
+    with_served_headers(&mut out, &served, &tally);
     Ok(out.json(encode(&resp)))
 }
 

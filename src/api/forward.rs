@@ -313,6 +313,9 @@ pub struct Tally {
     pub ttfb: Option<Duration>,
     pub error: Option<String>,
     pub finished: bool,
+    /// A duplicate served another request's answer (see `api::dedup`): its upstream tokens
+    /// were spent, and counted, once by that request.
+    pub shared: bool,
 }
 
 impl Tally {
@@ -329,6 +332,7 @@ impl Tally {
             ttfb: None,
             error: None,
             finished: false,
+            shared: false,
         }
     }
 
@@ -381,7 +385,7 @@ impl Drop for Tally {
                 .with_label_values(&[dialect, model])
                 .observe(t.as_secs_f64());
         }
-        if let Some((tin, tout)) = self.tokens {
+        if let Some((tin, tout)) = self.tokens.filter(|_| !self.shared) {
             m.tokens
                 .with_label_values(&["in", model, backend])
                 .inc_by(tin);

@@ -7,6 +7,7 @@ pub mod admin_keys;
 pub mod anthropic;
 pub mod chat;
 pub mod dashboard;
+pub mod dedup;
 pub mod forward;
 pub mod health;
 pub mod manage;
@@ -144,13 +145,17 @@ pub async fn admit(
         .await
 }
 
-/// Tells the client which backend and model served it.
+/// Tells the client which backend and model served it; a whole answer also carries the
+/// tokens it cost, for the request-log rows of duplicates that share it (see [`dedup`]).
 pub fn with_served_headers(
     resp: &mut HttpResponseBuilder,
     served: &forward::Served,
-    category: Option<&str>,
+    tally: &forward::Tally,
 ) {
-    if let Some(c) = category {
+    if let Some((tin, tout)) = tally.tokens {
+        resp.extensions_mut().insert(dedup::Spent(tin, tout));
+    }
+    if let Some(c) = tally.ctx.category.as_deref() {
         resp.insert_header(("x-corral-category", c));
     }
     resp.insert_header(("x-corral-backend", served.backend().name.as_str()))

@@ -13,7 +13,7 @@ use crate::actors::supervisor::BackendInfo;
 use crate::actors::supervisor::FailureReason;
 use crate::api::chat::{self, ClientWriter, Lazy};
 use crate::api::forward::{self, Ctx, Relay, Tally};
-use crate::api::{self as api, with_served_headers};
+use crate::api::{self as api, dedup, with_served_headers};
 use crate::config::BackendKind;
 use crate::dialect::Dialect;
 use crate::dialect::ollama;
@@ -164,12 +164,34 @@ async fn generation(
         .await
         .map_err(err)?;
     let p = peek(&body).map_err(err)?;
-    let requested = p.model.unwrap_or_default();
     let stream = streams_by_default && p.stream.unwrap_or(true);
     let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name.clone());
-    ctx.requested_model = requested.clone();
+    ctx.requested_model = p.model.unwrap_or_default();
     ctx.reservation = Some(api::admit(&gw, &caller, &body).await.map_err(err)?);
     ctx.body = Some(body.clone());
+    // A whole answer of an inference endpoint is shared by identical requests.
+    let key = if stream || path == "/api/show" {
+        None
+    } else {
+        gw.dedup.key(&ctx, &req)
+    };
+    dedup::serve(gw.clone(), key, ctx, |ctx| {
+        place(req, gw, clients, path, body, stream, ctx)
+    })
+    .await
+}
+
+/// Places and forwards one generation request, streamed or whole.
+async fn place(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+    path: &'static str,
+    body: Bytes,
+    stream: bool,
+    mut ctx: Ctx,
+) -> Result<HttpResponse, DialectError> {
+    let requested = ctx.requested_model.clone();
     // Decoded only if the virtual `auto` model or a backend of another dialect needs it.
     let canonical: Lazy<Canonical> = Lazy::default();
     let decode = || Canonical::decode(path, &body);
@@ -238,7 +260,7 @@ async fn generation(
         .succeeded(served.ttfb, tally.ctx.started.elapsed());
     let mut resp = HttpResponse::Ok();
     resp.content_type("application/json; charset=utf-8");
-    with_served_headers(&mut resp, &served, tally.ctx.category.as_deref());
+    with_served_headers(&mut resp, &served, &tally);
     Ok(resp.body(bytes))
 }
 
@@ -283,7 +305,7 @@ async fn translated(
                 .map_err(err)?;
             tally.tokens = Some((resp.usage.input, resp.usage.output));
             let mut out = HttpResponse::Ok();
-            with_served_headers(&mut out, &served, tally.ctx.category.as_deref());
+            with_served_headers(&mut out, &served, &tally);
             Ok(out.json(ollama::encode_response(&resp, requested, !c.completion)))
         }
         Canonical::Embed(e) => {
@@ -291,7 +313,7 @@ async fn translated(
             let (resp, served) = chat::whole(served, &mut tally, parse).await.map_err(err)?;
             tally.tokens = Some((resp.input_tokens, 0));
             let mut out = HttpResponse::Ok();
-            with_served_headers(&mut out, &served, tally.ctx.category.as_deref());
+            with_served_headers(&mut out, &served, &tally);
             Ok(out.json(ollama::encode_embed_response(&resp, requested, e.legacy)))
         }
         Canonical::Show => Err(err(GatewayError::internal("show is answered locally"))),

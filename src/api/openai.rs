@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::Gateway;
 use crate::api::chat::{self, Answer, ClientWriter};
 use crate::api::forward::Ctx;
-use crate::api::{self as api};
+use crate::api::{self as api, dedup};
 use crate::dialect::{Dialect, anthropic, openai};
 use crate::error::{DialectError, GatewayError};
 use crate::ir::ModelEntry;
@@ -112,8 +112,11 @@ async fn embeddings(
     ctx.reservation = Some(api::admit(&gw, &caller, &body).await.map_err(err)?);
     ctx.body = Some(body.clone());
     let (model, encoding) = (embed.model.clone(), embed.encoding);
-    chat::serve_embed(gw, &clients, ctx, &embed, Dialect::OpenAi, |r| {
-        openai::encode_embeddings_response(r, &model, encoding)
+    let key = gw.dedup.key(&ctx, &req);
+    dedup::serve(gw.clone(), key, ctx, |ctx| {
+        chat::serve_embed(gw, &clients, ctx, &embed, Dialect::OpenAi, |r| {
+            openai::encode_embeddings_response(r, &model, encoding)
+        })
     })
     .await
 }

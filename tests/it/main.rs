@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area, against `corral sim` upstreams.
 mod cluster;
+mod dedup;
 mod keys_cli;
 mod proxy;
 mod sim;

@@ -127,14 +127,16 @@ async fn too_big_models_never_go_to_small_backends() {
         "",
     ))
     .await;
-    for _ in 0..5 {
-        let (status, backend, _, _) = chat(&gw.url(), "llama3.1:70b", "hi", false).await;
+    // Distinct prompts: identical ones would share one placement (duplicate suppression).
+    for i in 0..5 {
+        let (status, backend, _, _) =
+            chat(&gw.url(), "llama3.1:70b", &format!("hi {i}"), false).await;
         assert_eq!(status, 200);
         assert_eq!(backend, "big");
     }
     // A small model stays on the preferred tier while it is healthy.
-    for _ in 0..5 {
-        let (_, backend, _, _) = chat(&gw.url(), "qwen3:8b", "hi", false).await;
+    for i in 0..5 {
+        let (_, backend, _, _) = chat(&gw.url(), "qwen3:8b", &format!("hi {i}"), false).await;
         assert_eq!(backend, "small");
     }
     assert_released(&gw).await;
@@ -150,8 +152,8 @@ async fn next_tier_takes_over_and_fallback_chain_serves() {
     ))
     .await;
     first.state.set_fail_rate(1.0);
-    for _ in 0..4 {
-        let (status, backend, _, _) = chat(&gw.url(), "qwen3:8b", "hi", false).await;
+    for i in 0..4 {
+        let (status, backend, _, _) = chat(&gw.url(), "qwen3:8b", &format!("hi {i}"), false).await;
         assert_eq!(status, 200);
         assert_eq!(backend, "second");
     }
@@ -187,18 +189,23 @@ async fn out_of_memory_moves_the_request() {
 async fn mid_stream_failure_ends_with_error_line() {
     let a = sim("a", "24GiB").await;
     let gw = gateway(config_for(&[(&a, "a", 1, None)], "")).await;
-    for directive in [
+    for (i, directive) in [
         "[[fail_mid]]",
         "[[truncate]]",
         "[[garbage]]",
         "[[hang_mid]]",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (status, _, last, text) = chat(&gw.url(), "qwen3:8b", directive, true).await;
         assert_eq!(status, 200, "{directive}");
         assert!(last.get("error").is_some(), "{directive}: {text}");
         assert!(!text.contains("\"done\":true"), "{directive}");
         // A clean answer in between keeps the circuit closed (three failures in a row open it).
-        let (status, _, _, _) = chat(&gw.url(), "qwen3:8b", "hi", false).await;
+        // Distinct each time, or it would be served from the previous answer.
+        let clean = format!("hi {i}");
+        let (status, _, _, _) = chat(&gw.url(), "qwen3:8b", &clean, false).await;
         assert_eq!(status, 200, "after {directive}");
     }
     assert_released(&gw).await;

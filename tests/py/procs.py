@@ -14,6 +14,7 @@ Everything binds 127.0.0.1 on a free port and is stopped by its PID (never by na
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -715,6 +716,9 @@ class Result:
         return f"Result({self.status}, {self.backend}, {self.elapsed:.3f}s, {self.error!r})"
 
 
+_LOAD_RUNS = itertools.count()
+
+
 def load(url, n, *, concurrency=4, headers=None, body=None, path="/api/chat",
          max_seconds=60.0, timeout=30.0, stop=None, pause=0.0):
     """Sends up to `n` requests (bounded by `max_seconds` and the `stop` event) from
@@ -724,7 +728,11 @@ def load(url, n, *, concurrency=4, headers=None, body=None, path="/api/chat",
     results, lock = [], threading.Lock()
     counter = iter(range(n))
     deadline = time.monotonic() + max_seconds
-    make_body = body if callable(body) else (lambda i: body or chat_body(tokens=1))
+    # By default every request is distinct: identical ones from one user within a few
+    # seconds would share one upstream call (duplicate suppression) and measure nothing.
+    run = next(_LOAD_RUNS)
+    make_body = body if callable(body) else (
+        lambda i: body or chat_body(f"hi {run}.{i}", tokens=1))
 
     def worker():
         with httpx.Client(timeout=timeout, headers=headers or {}) as c:

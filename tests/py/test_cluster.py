@@ -79,9 +79,10 @@ def test_penalized_key_skipped_by_every_replica_within_1s(env):
     r0 = cluster.replicas[0]
     hit = None
     with httpx.Client(timeout=10, headers=cluster.headers()) as c:
-        for _ in range(20):
+        for i in range(20):
             n = key_counts(sim)[victim]
-            resp = c.post(f"{r0.url}/api/chat", json=chat_body(tokens=1))
+            # Distinct prompts, so that every probe reaches the sim (no shared answer).
+            resp = c.post(f"{r0.url}/api/chat", json=chat_body(f"probe {i}", tokens=1))
             t_hit = time.monotonic()
             assert resp.status_code == 200, resp.text  # the 429 is retried with another key
             if key_counts(sim)[victim] > n:

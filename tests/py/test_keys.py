@@ -18,18 +18,20 @@ def keyed(start_sim, start_gateway, workdir):
     return gw, sim, keys
 
 
-def chat(gw):
+def chat(gw, n):
+    # Distinct prompts: identical ones within seconds would share one upstream call.
     return httpx.post(f"{gw.url}/api/chat", headers=gw.headers(), timeout=30,
-                      json={"model": "qwen3:8b", "stream": False, "messages": [{"role": "user", "content": "hi"}]})
+                      json={"model": "qwen3:8b", "stream": False,
+                            "messages": [{"role": "user", "content": f"hi {n}"}]})
 
 
 def test_keys_rotate_and_429_is_invisible_until_all_cool_down(keyed):
     gw, sim, keys = keyed
-    codes = [chat(gw).status_code for _ in range(12)]
+    codes = [chat(gw, i).status_code for i in range(12)]
     assert codes == [200] * 12, codes
     per_key = sim.stats()["requests_by_key"]
     assert sorted(per_key.get(k, 0) for k in keys) == [4, 4, 4], per_key
-    r = chat(gw)
+    r = chat(gw, 12)
     assert r.status_code == 429
     assert int(r.headers["retry-after"]) >= 1
     assert "error" in r.json()

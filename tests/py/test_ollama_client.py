@@ -149,9 +149,11 @@ def test_failover_before_first_byte(fleet):
                    json={"model": "qwen3:8b", "messages": [{"role": "user", "content": "hi"}], "stream": False})
     assert r.status_code in (502, 503) and "error" in r.json()
     b.control(fail_rate=0.0)
-    for _ in range(6):
+    for i in range(6):
+        # Distinct prompts: each must be placed, not served from the previous answer.
         r = httpx.post(f"{gw.url}/api/chat", headers=gw.headers(), timeout=30,
-                       json={"model": "qwen3:8b", "messages": [{"role": "user", "content": "hi"}], "stream": False})
+                       json={"model": "qwen3:8b", "messages": [{"role": "user", "content": f"hi {i}"}],
+                             "stream": False})
         assert r.status_code == 200, r.text
         assert r.headers["x-corral-backend"] == "gpu-b"
     a.control(fail_rate=0.0)

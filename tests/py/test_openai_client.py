@@ -1,6 +1,7 @@
 """The official `openai` Python SDK against corral (PROTOCOLS.md §8, items 12-21)."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -132,3 +133,23 @@ def test_auto_model_stream_and_not(fleet):
     assert raw.parse().model == "auto"
     chunks = list(client.chat.completions.create(model="auto", messages=ask, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_identical_concurrent_calls_share_one_upstream_call(start_sim, start_gateway):
+    sim = start_sim("gpu")
+    # A window no test outlives, so that sharing does not depend on timing.
+    gw = start_gateway([sim], extra_toml='[routing]\ndedup_window = "60s"\n')
+    ask = [{"role": "user", "content": "[[latency_ms=800]] one answer for two askers"}]
+    before = sim.stats()["requests_by_path"].get("/api/chat", 0)
+    call = lambda _: sdk(gw).chat.completions.with_raw_response.create(model="qwen3:8b", messages=ask)
+    with ThreadPoolExecutor(2) as pool:
+        raws = list(pool.map(call, range(2)))
+    first, second = (r.parse() for r in raws)
+    assert first.choices[0].message.content
+    assert first.model_dump() == second.model_dump()
+    assert sorted(r.headers.get("x-corral-shared", "-") for r in raws) == ["-", "1"]
+    assert sim.stats()["requests_by_path"].get("/api/chat", 0) - before == 1
+    # Streams are never shared.
+    for _ in range(2):
+        assert list(sdk(gw).chat.completions.create(model="qwen3:8b", messages=ask, stream=True))
+    assert sim.stats()["requests_by_path"].get("/api/chat", 0) - before == 3

@@ -1,0 +1,497 @@
+//! Duplicate suppression: identical non-streaming requests of one user that arrive while the
+//! first is in flight, or within `routing.dedup_window` of its answer, share one upstream call.
+//!
+//! The first request (the leader) runs as usual; the others (followers) wait for its whole
+//! answer and get the same status, headers and bytes plus `x-corral-shared: 1`. Successful
+//! answers are kept for the window; failures reach the followers already waiting but are never
+//! kept. A leader whose client goes away removes its entry, and its followers run again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderMap;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::Gateway;
+use crate::api::forward::{Ctx, Tally};
+use crate::error::{DialectError, GatewayError};
+
+/// Memory for kept answers (bodies plus an allowance per entry); past it an answer reaches
+/// the followers already waiting only.
+const MAX_KEPT_BYTES: usize = 64 << 20;
+/// Allowance per kept answer for its key, headers and map slot, so that many tiny answers
+/// are bounded too.
+const ENTRY_BYTES: usize = 1024;
+/// Map size at which expired answers are first swept; the threshold then follows the map.
+const FIRST_SWEEP: usize = 1024;
+
+/// SHA-256 over who asked, the path, the headers that change the upstream call, and the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key([u8; 32]);
+
+/// The tokens a whole answer cost, set on the response by the handler that made it so that
+/// followers are logged with them.
+#[derive(Debug, Clone, Copy)]
+pub struct Spent(pub u64, pub u64);
+
+/// One whole answer as its client received it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// Content type, `x-corral-*`, `retry-after`: what the handler set.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub tokens: Option<(u64, u64)>,
+    /// The leader's error message, for the followers' request-log rows.
+    pub error: Option<String>,
+}
+
+/// How a follower got its answer (the `how` label of `corral_dedup_shared_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// It waited for a leader still running.
+    Inflight,
+    /// A kept answer younger than the window.
+    Recent,
+}
+
+impl How {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            How::Inflight => "inflight",
+            How::Recent => "recent",
+        }
+    }
+}
+
+type Slot = watch::Receiver<Option<Arc<Answer>>>;
+
+enum Entry {
+    /// A leader is running; its answer arrives on the channel.
+    Running(Slot),
+    /// A successful answer and when it was published.
+    Done(Instant, Arc<Answer>),
+}
+
+#[derive(Default)]
+struct Table {
+    entries: HashMap<Key, Entry>,
+    kept_bytes: usize,
+    sweep_at: usize,
+}
+
+fn cost(a: &Answer) -> usize {
+    a.body.len() + ENTRY_BYTES
+}
+
+impl Table {
+    /// Removes the entry of `key`, whatever it holds.
+    fn forget(&mut self, key: &Key) {
+        if let Some(Entry::Done(_, a)) = self.entries.remove(key) {
+            self.kept_bytes -= cost(&a);
+        }
+    }
+
+    /// Drops every answer older than `window`; running entries stay.
+    fn sweep(&mut self, now: Instant, window: Duration) {
+        let mut freed = 0;
+        self.entries.retain(|_, e| match e {
+            Entry::Done(at, a) if now.duration_since(*at) >= window => {
+                freed += cost(a);
+                false
+            }
+            _ => true,
+        });
+        self.kept_bytes -= freed;
+        self.sweep_at = (self.entries.len() * 2).max(FIRST_SWEEP);
+    }
+}
+
+/// What a request is to do, decided under the lock.
+pub enum Turn<'a> {
+    /// Run the request and publish its answer through the leader.
+    Lead(Leader<'a>),
+    /// Wait for the leader already running.
+    Wait(Slot),
+    /// Answer at once with a kept answer.
+    Recent(Arc<Answer>),
+}
+
+/// Shared by every worker of one gateway.
+pub struct Dedup {
+    window: Duration,
+    table: Mutex<Table>,
+}
+
+impl Dedup {
+    /// `window` zero turns sharing off.
+    pub fn new(window: Duration) -> Dedup {
+        Dedup {
+            window,
+            table: Mutex::new(Table {
+                sweep_at: FIRST_SWEEP,
+                ..Table::default()
+            }),
+        }
+    }
+
+    /// The key of a request whose whole answer may be shared; `None` when sharing is off.
+    pub fn key(&self, ctx: &Ctx, req: &HttpRequest) -> Option<Key> {
+        if self.window.is_zero() {
+            return None;
+        }
+        let body = ctx.body.as_ref()?;
+        let header = |name| req.headers().get(name).map_or(&b""[..], |v| v.as_bytes());
+        let mut h = Sha256::new();
+        for part in [
+            ctx.user.as_bytes(),
+            req.path().as_bytes(),
+            // Sent on to Anthropic upstreams, where they change the answer.
+            header("anthropic-version"),
+            header("anthropic-beta"),
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(body);
+        Some(Key(h.finalize().into()))
+    }
+
+    /// Leads, waits or answers from the table, in one short lock.
+    pub fn turn(&self, key: Key) -> Turn<'_> {
+        let now = Instant::now();
+        let mut t = self.table.lock();
+        match t.entries.get(&key) {
+            Some(Entry::Running(rx)) => return Turn::Wait(rx.clone()),
+            Some(Entry::Done(at, a)) if now.duration_since(*at) < self.window => {
+                return Turn::Recent(a.clone());
+            }
+            _ => {}
+        }
+        t.forget(&key);
+        let (tx, rx) = watch::channel(None);
+        t.entries.insert(key, Entry::Running(rx));
+        if t.entries.len() >= t.sweep_at {
+            t.sweep(now, self.window);
+        }
+        Turn::Lead(Leader {
+            dedup: self,
+            key,
+            tx,
+            answer: None,
+        })
+    }
+
+    /// Entries in the table (running and kept), for tests and the curious.
+    pub fn len(&self) -> usize {
+        self.table.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Called once per leader, when it is dropped: keep a successful answer, remove the rest.
+    fn settle(&self, key: &Key, answer: Option<&Arc<Answer>>) {
+        let mut t = self.table.lock();
+        // Only this leader replaces or removes its running entry, so the entry is its own.
+        t.forget(key);
+        let Some(a) = answer.filter(|a| a.status.is_success()) else {
+            return;
+        };
+        let now = Instant::now();
+        if t.kept_bytes + cost(a) > MAX_KEPT_BYTES {
+            t.sweep(now, self.window);
+        }
+        if t.kept_bytes + cost(a) <= MAX_KEPT_BYTES {
+            t.kept_bytes += cost(a);
+            t.entries.insert(*key, Entry::Done(now, a.clone()));
+        }
+    }
+}
+
+/// The request that runs for its duplicates. Dropped without an answer (its client went
+/// away), it removes its entry and wakes its followers, who then run again.
+pub struct Leader<'a> {
+    dedup: &'a Dedup,
+    key: Key,
+    tx: watch::Sender<Option<Arc<Answer>>>,
+    answer: Option<Arc<Answer>>,
+}
+
+impl Leader<'_> {
+    /// Hands `answer` to the followers waiting now, and keeps it for later ones when it is a
+    /// success.
+    pub fn publish(mut self, answer: Answer) {
+        self.answer = Some(Arc::new(answer));
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.dedup.settle(&self.key, self.answer.as_ref());
+        if let Some(a) = self.answer.take() {
+            self.tx.send_replace(Some(a));
+        }
+        // Without an answer the sender closes here, which wakes every follower.
+    }
+}
+
+/// The leader's answer, or `None` when the leader went away without one.
+pub async fn wait(mut slot: Slot) -> Option<Arc<Answer>> {
+    let answer = slot.wait_for(Option::is_some).await.ok()?;
+    answer.clone()
+}
+
+/// Runs `run` for the first of identical requests and shares its answer with the others;
+/// without a key it simply runs.
+pub async fn serve<F, Fut>(
+    gw: web::Data<Gateway>,
+    key: Option<Key>,
+    ctx: Ctx,
+    run: F,
+) -> Result<HttpResponse, DialectError>
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = Result<HttpResponse, DialectError>>,
+{
+    let Some(key) = key else {
+        return run(ctx).await;
+    };
+    let dialect = ctx.dialect;
+    let mut waiting = Waiting {
+        gw: gw.clone(),
+        ctx: Some(ctx),
+    };
+    let leader = loop {
+        match gw.dedup.turn(key) {
+            Turn::Lead(leader) => break leader,
+            Turn::Recent(answer) => return Ok(waiting.follow(&answer, How::Recent)),
+            Turn::Wait(slot) => {
+                if let Some(answer) = wait(slot).await {
+                    return Ok(waiting.follow(&answer, How::Inflight));
+                }
+                // The leader's client went away: lead now, or follow whoever does.
+            }
+        }
+    };
+    let Some(ctx) = waiting.ctx.take() else {
+        return Err(GatewayError::internal("request lost while waiting").in_dialect(dialect));
+    };
+    let (resp, error) = match run(ctx).await {
+        Ok(resp) => (resp, None),
+        Err(e) => (e.error_response(), Some(e.error.message)),
+    };
+    let (resp, answer) = capture(resp, error);
+    if let Some(answer) = answer {
+        leader.publish(answer);
+    }
+    Ok(resp)
+}
+
+/// Splits a whole response into the response for the leader's client and the shareable
+/// answer; a streamed body is not shareable.
+fn capture(resp: HttpResponse, error: Option<String>) -> (HttpResponse, Option<Answer>) {
+    let tokens = resp.extensions().get::<Spent>().map(|s| (s.0, s.1));
+    let (head, body) = resp.into_parts();
+    match body.try_into_bytes() {
+        Ok(bytes) => {
+            let answer = Answer {
+                status: head.status(),
+                headers: head.headers().clone(),
+                body: bytes.clone(),
+                tokens,
+                error,
+            };
+            (head.set_body(bytes).map_into_boxed_body(), Some(answer))
+        }
+        Err(body) => (head.set_body(body), None),
+    }
+}
+
+/// A follower until it has its answer. Dropped while waiting (its client went away), it is
+/// accounted like any abandoned request: a 499 row, its rate-limit grant settled.
+struct Waiting {
+    gw: web::Data<Gateway>,
+    ctx: Option<Ctx>,
+}
+
+impl Waiting {
+    /// The shared answer for this follower, logged with the backend, model and tokens of
+    /// the answer; the tokens are not counted again in the metrics.
+    fn follow(mut self, answer: &Answer, how: How) -> HttpResponse {
+        let gw = self.gw.clone();
+        gw.metrics
+            .dedup_shared
+            .with_label_values(&[how.as_str()])
+            .inc();
+        let mut resp = HttpResponse::build(answer.status);
+        for (name, value) in &answer.headers {
+            resp.append_header((name.clone(), value.clone()));
+        }
+        resp.insert_header(("x-corral-shared", "1"));
+        if let Some(ctx) = self.ctx.take() {
+            let header = |name| {
+                answer
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let mut tally = Tally::new(gw, ctx);
+            tally.shared = true;
+            tally.status = answer.status.as_u16();
+            tally.backend = header("x-corral-backend").unwrap_or_default();
+            tally.served_model = header("x-corral-model").unwrap_or_default();
+            tally.ctx.category = header("x-corral-category");
+            tally.tokens = answer.tokens;
+            tally.error = answer.error.clone();
+            tally.ttfb = Some(tally.ctx.started.elapsed());
+            tally.finished = true;
+        }
+        resp.body(answer.body.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            drop(Tally::new(self.gw.clone(), ctx));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &'static str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            tokens: Some((1, 2)),
+            error: None,
+        }
+    }
+
+    fn key(n: u8) -> Key {
+        Key([n; 32])
+    }
+
+    #[tokio::test]
+    async fn followers_get_the_leaders_answer_and_later_requests_the_kept_one() {
+        let d = Dedup::new(Duration::from_secs(60));
+        let Turn::Lead(leader) = d.turn(key(1)) else {
+            panic!("first request leads")
+        };
+        let Turn::Wait(slot) = d.turn(key(1)) else {
+            panic!("second request waits")
+        };
+        let waiter = tokio::spawn(wait(slot));
+        leader.publish(answer(200, "ok"));
+        let got = waiter.await.unwrap().expect("an answer");
+        assert_eq!(got.body, "ok");
+        assert!(matches!(d.turn(key(1)), Turn::Recent(a) if a.body == "ok"));
+        assert!(matches!(d.turn(key(2)), Turn::Lead(_)));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_wakes_its_followers_and_the_next_one_leads() {
+        let d = Dedup::new(Duration::from_secs(60));
+        let Turn::Lead(leader) = d.turn(key(1)) else {
+            panic!("first request leads")
+        };
+        let slots: Vec<_> = (0..3)
+            .map(|_| match d.turn(key(1)) {
+                Turn::Wait(s) => s,
+                _ => panic!("followers wait"),
+            })
+            .collect();
+        let waiters: Vec<_> = slots.into_iter().map(|s| tokio::spawn(wait(s))).collect();
+        drop(leader);
+        for w in waiters {
+            let got = tokio::time::timeout(Duration::from_secs(10), w)
+                .await
+                .expect("a follower never hangs on a dropped leader");
+            assert!(got.unwrap().is_none());
+        }
+        assert!(d.is_empty());
+        assert!(matches!(d.turn(key(1)), Turn::Lead(_)));
+    }
+
+    #[tokio::test]
+    async fn failures_reach_waiting_followers_but_are_not_kept() {
+        let d = Dedup::new(Duration::from_secs(60));
+        let Turn::Lead(leader) = d.turn(key(1)) else {
+            panic!("first request leads")
+        };
+        let Turn::Wait(slot) = d.turn(key(1)) else {
+            panic!("second request waits")
+        };
+        leader.publish(answer(502, "bad"));
+        assert_eq!(wait(slot).await.expect("an answer").status.as_u16(), 502);
+        assert!(d.is_empty());
+        assert!(matches!(d.turn(key(1)), Turn::Lead(_)));
+    }
+
+    #[test]
+    fn answers_expire_and_are_swept() {
+        let d = Dedup::new(Duration::from_millis(1));
+        for n in 0..100 {
+            let Turn::Lead(l) = d.turn(key(n)) else {
+                panic!("leads")
+            };
+            l.publish(answer(200, "ok"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let Turn::Lead(_running) = d.turn(key(0)) else {
+            panic!("an expired answer is not served")
+        };
+        let mut t = d.table.lock();
+        t.sweep(Instant::now(), d.window);
+        assert_eq!(t.entries.len(), 1, "only the running entry is left");
+        assert_eq!(t.kept_bytes, 0);
+    }
+
+    #[test]
+    fn kept_answers_are_bounded_in_bytes() {
+        let d = Dedup::new(Duration::from_secs(60));
+        let big = Bytes::from(vec![b'x'; MAX_KEPT_BYTES / 2 + 1]);
+        for n in 0..3 {
+            let Turn::Lead(l) = d.turn(key(n)) else {
+                panic!("leads")
+            };
+            l.publish(Answer {
+                body: big.clone(),
+                ..answer(200, "")
+            });
+        }
+        let t = d.table.lock();
+        assert_eq!(t.entries.len(), 1, "only one big answer fits");
+        assert!(t.kept_bytes <= MAX_KEPT_BYTES);
+    }
+
+    #[test]
+    fn zero_window_turns_sharing_off() {
+        let d = Dedup::new(Duration::ZERO);
+        let req = actix_web::test::TestRequest::post()
+            .uri("/api/chat")
+            .to_http_request();
+        let mut ctx = Ctx::new(&req, crate::dialect::Dialect::Ollama, "u".into());
+        ctx.body = Some(Bytes::from_static(b"{}"));
+        assert!(d.key(&ctx, &req).is_none());
+        let d = Dedup::new(Duration::from_secs(2));
+        let k = d.key(&ctx, &req).unwrap();
+        ctx.user = "v".into();
+        assert_ne!(Some(k), d.key(&ctx, &req), "users never share");
+    }
+}
