@@ -180,7 +180,7 @@ fn follow_revocations(cluster: &actors::cluster_sync::ClusterSync, auth: &Authen
 
 /// A fresh token for a `corral demo` user (created, or rotated when it exists).
 pub fn demo_token(cfg: &Config, name: &str, admin: bool) -> Result<String, String> {
-    let store = Store::connect(&cfg.database).map_err(|e| e.to_string())?;
+    let store = Store::connect_once(&cfg.database).map_err(|e| e.to_string())?;
     store
         .blocking(|conn| match store::users::get(conn, name)? {
             Some(_) => store::users::rotate(conn, name).map(|(_, t)| t),

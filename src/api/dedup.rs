@@ -6,7 +6,7 @@
 //! answers are kept for the window; failures reach the followers already waiting but are never
 //! kept. A leader whose client goes away removes its entry, and its followers run again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +30,6 @@ const MAX_KEPT_BYTES: usize = 64 << 20;
 /// Allowance per kept answer for its key, headers and map slot, so that many tiny answers
 /// are bounded too.
 const ENTRY_BYTES: usize = 1024;
-/// Map size at which expired answers are first swept; the threshold then follows the map.
-const FIRST_SWEEP: usize = 1024;
 
 /// SHA-256 over who asked, the path, the headers that change the upstream call, and the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,8 +82,9 @@ enum Entry {
 #[derive(Default)]
 struct Table {
     entries: HashMap<Key, Entry>,
+    /// Kept answers in the order they were published, which is the order they expire in.
+    kept: VecDeque<(Instant, Key)>,
     kept_bytes: usize,
-    sweep_at: usize,
 }
 
 fn cost(a: &Answer) -> usize {
@@ -100,18 +99,19 @@ impl Table {
         }
     }
 
-    /// Drops every answer older than `window`; running entries stay.
-    fn sweep(&mut self, now: Instant, window: Duration) {
-        let mut freed = 0;
-        self.entries.retain(|_, e| match e {
-            Entry::Done(at, a) if now.duration_since(*at) >= window => {
-                freed += cost(a);
-                false
+    /// Drops the answers older than `window`, oldest first: amortised O(1) per request,
+    /// whatever the map holds. Running entries are never touched.
+    fn expire(&mut self, now: Instant, window: Duration) {
+        while let Some(&(at, key)) = self.kept.front() {
+            if now.duration_since(at) < window {
+                break;
             }
-            _ => true,
-        });
-        self.kept_bytes -= freed;
-        self.sweep_at = (self.entries.len() * 2).max(FIRST_SWEEP);
+            self.kept.pop_front();
+            // The key may since have been forgotten or be running again.
+            if matches!(self.entries.get(&key), Some(Entry::Done(t, _)) if *t == at) {
+                self.forget(&key);
+            }
+        }
     }
 }
 
@@ -136,10 +136,7 @@ impl Dedup {
     pub fn new(window: Duration) -> Dedup {
         Dedup {
             window,
-            table: Mutex::new(Table {
-                sweep_at: FIRST_SWEEP,
-                ..Table::default()
-            }),
+            table: Mutex::new(Table::default()),
         }
     }
 
@@ -177,11 +174,9 @@ impl Dedup {
             _ => {}
         }
         t.forget(&key);
+        t.expire(now, self.window);
         let (tx, rx) = watch::channel(None);
         t.entries.insert(key, Entry::Running(rx));
-        if t.entries.len() >= t.sweep_at {
-            t.sweep(now, self.window);
-        }
         Turn::Lead(Leader {
             dedup: self,
             key,
@@ -208,12 +203,11 @@ impl Dedup {
             return;
         };
         let now = Instant::now();
-        if t.kept_bytes + cost(a) > MAX_KEPT_BYTES {
-            t.sweep(now, self.window);
-        }
+        t.expire(now, self.window);
         if t.kept_bytes + cost(a) <= MAX_KEPT_BYTES {
             t.kept_bytes += cost(a);
             t.entries.insert(*key, Entry::Done(now, a.clone()));
+            t.kept.push_back((now, *key));
         }
     }
 }
@@ -444,7 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn answers_expire_and_are_swept() {
+    fn answers_expire_oldest_first() {
         let d = Dedup::new(Duration::from_millis(1));
         for n in 0..100 {
             let Turn::Lead(l) = d.turn(key(n)) else {
@@ -457,8 +451,9 @@ mod tests {
             panic!("an expired answer is not served")
         };
         let mut t = d.table.lock();
-        t.sweep(Instant::now(), d.window);
+        t.expire(Instant::now(), d.window);
         assert_eq!(t.entries.len(), 1, "only the running entry is left");
+        assert_eq!(t.kept.len(), 0);
         assert_eq!(t.kept_bytes, 0);
     }
 

@@ -32,7 +32,7 @@ pub enum UsersCmd {
 }
 
 fn open(cfg: &Config) -> Result<Store, String> {
-    Store::connect(&cfg.database).map_err(|e| e.to_string())
+    Store::connect_once(&cfg.database).map_err(|e| e.to_string())
 }
 
 /// Runs a `users` subcommand; errors are one sentence for stderr (exit code 1).
@@ -97,7 +97,7 @@ fn announce_revocation(cfg: &Config, name: &str) {
 
 /// `corral migrate`: applies pending migrations and says how many.
 pub fn run_migrate(cfg: &Config) -> Result<(), String> {
-    let store = Store::open(&cfg.database).map_err(|e| e.to_string())?;
+    let store = Store::open_once(&cfg.database).map_err(|e| e.to_string())?;
     let n = store.migrate().map_err(|e| e.to_string())?;
     println!("applied {n} migration(s); database is up to date");
     Ok(())

@@ -66,7 +66,7 @@ pub fn run_keys(cfg: &Config, cmd: KeysCmd) -> Result<(), String> {
 }
 
 fn open(cfg: &Config) -> Result<Store, String> {
-    Store::connect(&cfg.database).map_err(|e| e.to_string())
+    Store::connect_once(&cfg.database).map_err(|e| e.to_string())
 }
 
 fn db(e: StoreError) -> String {

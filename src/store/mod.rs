@@ -169,12 +169,30 @@ impl Store {
         Ok(store)
     }
 
+    /// For one-shot commands: one connection, opened when first used and never refilled in
+    /// the background (a pool thread still connecting while the process exits can abort it
+    /// inside libpq's Kerberos code).
+    pub fn connect_once(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
+        let store = Store::open_once(cfg)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// [`connect_once`](Self::connect_once) without migrating.
+    pub fn open_once(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
+        Store::open_sized(cfg, 1, 0)
+    }
+
     /// Opens the pool without migrating.
     pub fn open(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
+        Store::open_sized(cfg, cfg.pool_size.max(1), 1)
+    }
+
+    fn open_sized(cfg: &DatabaseConfig, size: u32, min_idle: u32) -> Result<Store, StoreError> {
         let target = Target::parse(&cfg.url)?;
         let pool = Pool::builder()
-            .max_size(cfg.pool_size.max(1))
-            .min_idle(Some(1))
+            .max_size(size)
+            .min_idle(Some(min_idle))
             .connection_timeout(CHECKOUT_TIMEOUT)
             .build(Manager {
                 target: target.clone(),
