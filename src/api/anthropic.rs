@@ -33,8 +33,8 @@ async fn messages(
     let chat = anthropic::decode_messages(&body).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::Anthropic, caller.name.clone());
     ctx.requested_model = chat.model.clone();
-    ctx.reservation = Some(api::admit(&gw, &caller, &body).await.map_err(err)?);
     ctx.body = Some(body.clone());
+    let ctx = api::admit(&gw, &caller, ctx).await.map_err(err)?;
     let id = anthropic::new_message_id();
     let (model, estimate) = (chat.model.clone(), chat.estimate_input_tokens());
     let (id2, model2) = (id.clone(), model.clone());

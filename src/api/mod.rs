@@ -133,16 +133,29 @@ pub async fn authenticate(
     gw.auth.authenticate(req.headers()).await
 }
 
-/// The user's rate limits: admitted with an estimate, reconciled at the end (429 otherwise).
+/// The user's rate limits: admitted with an estimate (reconciled at the end), or refused
+/// with 429, and then logged and counted like any other answered request.
 pub async fn admit(
-    gw: &Gateway,
+    gw: &web::Data<Gateway>,
     who: &crate::auth::Principal,
-    body: &Bytes,
-) -> Result<crate::ratelimit::Reservation, GatewayError> {
-    let estimate = crate::ir::estimate_tokens(body.len());
-    gw.limiter
+    mut ctx: forward::Ctx,
+) -> Result<forward::Ctx, GatewayError> {
+    let estimate = crate::ir::estimate_tokens(ctx.body.as_ref().map_or(0, |b| b.len()));
+    match gw
+        .limiter
         .check(&who.name, who.rpm, who.tpm, estimate)
         .await
+    {
+        Ok(grant) => {
+            ctx.reservation = Some(grant);
+            Ok(ctx)
+        }
+        Err(e) => {
+            let status = e.status(ctx.dialect).as_u16();
+            forward::Tally::new(gw.clone(), ctx).fail(status, &e);
+            Err(e)
+        }
+    }
 }
 
 /// Tells the client which backend and model served it; a whole answer also carries the

@@ -167,8 +167,8 @@ async fn generation(
     let stream = streams_by_default && p.stream.unwrap_or(true);
     let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name.clone());
     ctx.requested_model = p.model.unwrap_or_default();
-    ctx.reservation = Some(api::admit(&gw, &caller, &body).await.map_err(err)?);
     ctx.body = Some(body.clone());
+    let ctx = api::admit(&gw, &caller, ctx).await.map_err(err)?;
     // A whole answer of an inference endpoint is shared by identical requests.
     let key = if stream || path == "/api/show" {
         None

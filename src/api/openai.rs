@@ -64,8 +64,8 @@ async fn completion_like(
     .map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name.clone());
     ctx.requested_model = chat.model.clone();
-    ctx.reservation = Some(api::admit(&gw, &caller, &body).await.map_err(err)?);
     ctx.body = Some(body.clone());
+    let ctx = api::admit(&gw, &caller, ctx).await.map_err(err)?;
     let (id, created, model, usage) = (
         openai::new_completion_id(),
         now(),
@@ -109,8 +109,8 @@ async fn embeddings(
     let embed = openai::decode_embeddings(&body).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name.clone());
     ctx.requested_model = embed.model.clone();
-    ctx.reservation = Some(api::admit(&gw, &caller, &body).await.map_err(err)?);
     ctx.body = Some(body.clone());
+    let ctx = api::admit(&gw, &caller, ctx).await.map_err(err)?;
     let (model, encoding) = (embed.model.clone(), embed.encoding);
     let key = gw.dedup.key(&ctx, &req);
     dedup::serve(gw.clone(), key, ctx, |ctx| {

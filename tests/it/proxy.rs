@@ -273,3 +273,43 @@ async fn dead_backend_gives_clear_errors() {
     assert_eq!(ready.status().as_u16(), 503);
     let _ = ready.body().await;
 }
+
+/// A request the rate limiter refuses is answered 429 and still gets its request-log row.
+#[actix_web::test]
+async fn rate_limited_requests_are_logged() {
+    let a = sim("a", "24GiB").await;
+    let gw = gateway(config_for(&[(&a, "a", 1, None)], "")).await;
+    let (_, token) = gw
+        .gateway
+        .store
+        .run(|c| corral::store::users::create(c, "limited", false, Some(2), None))
+        .await
+        .expect("user created");
+    gw.gateway.auth.invalidate_user("limited");
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let resp = client()
+            .post(format!("{}/api/chat", gw.url()))
+            .bearer_auth(&token)
+            .send_json(&json!({"model": "qwen3:8b", "stream": false,
+                "messages": [{"role": "user", "content": format!("hi {i}")}]}))
+            .await
+            .expect("request sent");
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    gw.shutdown().await;
+    let rows = gw
+        .gateway
+        .store
+        .run(|c| corral::store::logs::recent(c, 10, Some("limited"), None))
+        .await
+        .expect("request log");
+    let mut logged: Vec<u16> = rows.iter().map(|r| r.status as u16).collect();
+    logged.sort();
+    assert_eq!(logged, [200, 200, 429]);
+    let refused = rows.iter().find(|r| r.status == 429).expect("the 429 row");
+    assert_eq!(refused.backend, None, "never reached a backend");
+    assert_eq!((refused.tokens_in, refused.tokens_out), (0, 0));
+    assert!(refused.error.is_some());
+}
