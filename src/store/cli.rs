@@ -124,14 +124,19 @@ pub fn table(users: &[User]) -> String {
             rfc3339(u.created_at),
         ]);
     }
-    let mut widths = [0usize; 6];
-    for r in &rows {
+    aligned(&rows)
+}
+
+/// Rows as left-aligned columns two spaces apart.
+pub(crate) fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let line: Vec<String> = r
             .iter()
             .zip(widths)

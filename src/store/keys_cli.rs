@@ -17,6 +17,7 @@ use crate::config::{BackendKind, Config, redact_url};
 use crate::keys::import::{LineOutcome, parse_keys};
 use crate::keys::{derive_key_id, secret_prefix};
 
+use super::cli::aligned;
 use super::keys::{self, Insert, KeyRow};
 use super::{Store, StoreError, rfc3339};
 
@@ -291,27 +292,6 @@ fn row_cells(r: &KeyRow) -> [String; 6] {
         r.category.clone().unwrap_or_else(|| "-".into()),
         rfc3339(r.created_at),
     ]
-}
-
-/// Rows as left-aligned columns two spaces apart.
-fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// `corral keys enable|disable ID`: the sentence to print, or why it could not be done.

@@ -27,15 +27,20 @@ def raw(port, data: bytes, timeout=10.0, read=True):
             pass
         if not read:
             return None
-        buf = b""
-        try:
-            while b"\r\n" not in buf:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
-        except OSError:
-            pass
+        return read_status(s)
+
+
+def read_status(s):
+    """The status code on the answer's first line, or None if the socket closed without one."""
+    buf = b""
+    try:
+        while b"\r\n" not in buf:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+    except OSError:
+        pass
     line = buf.split(b"\r\n", 1)[0].split()
     return int(line[1]) if len(line) >= 2 and line[1].isdigit() else None
 
@@ -53,18 +58,8 @@ def send_big_body(port, token, size):
                 sent += s.send(chunk[: min(len(chunk), size - sent)])
         except OSError:
             pass
-        buf = b""
-        try:
-            s.settimeout(10)
-            while b"\r\n" not in buf:
-                c = s.recv(4096)
-                if not c:
-                    break
-                buf += c
-        except OSError:
-            pass
-    line = buf.split(b"\r\n", 1)[0].split()
-    return (int(line[1]) if len(line) >= 2 else None), sent
+        s.settimeout(10)
+        return read_status(s), sent
 
 
 @pytest.fixture
