@@ -129,6 +129,14 @@ impl Reservation {
     }
 }
 
+/// A token correction for a reservation made in Redis.
+#[derive(Debug)]
+pub struct SharedCorrection {
+    user: String,
+    bucket: i64,
+    delta: i64,
+}
+
 pub struct RateLimiter {
     cluster: Option<ClusterSync>,
     metrics: Arc<Metrics>,
@@ -228,14 +236,18 @@ impl RateLimiter {
 
     /// Corrects the token reservation with the real count (a no-op without a token limit).
     pub async fn reconcile(&self, r: Reservation, actual_tokens: u64) {
-        let Some((bucket, delta)) = self.reconcile_local(&r, actual_tokens) else {
-            return;
-        };
+        if let Some(correction) = self.reconcile_local(&r, actual_tokens) {
+            self.reconcile_shared(correction).await;
+        }
+    }
+
+    /// Sends a correction [`reconcile_local`](Self::reconcile_local) left for Redis.
+    pub async fn reconcile_shared(&self, c: SharedCorrection) {
         let Some(mut conn) = self.cluster.as_ref().and_then(ClusterSync::connection) else {
             return;
         };
-        let mut call = self.reconcile_script.key(tokens_key(&r.user));
-        call.arg(bucket).arg(delta);
+        let mut call = self.reconcile_script.key(tokens_key(&c.user));
+        call.arg(c.bucket).arg(c.delta);
         let done =
             tokio::time::timeout(self.redis_timeout, call.invoke_async::<i64>(&mut conn)).await;
         if !matches!(done, Ok(Ok(_))) {
@@ -243,9 +255,9 @@ impl RateLimiter {
         }
     }
 
-    /// Settles a reservation held in this replica at once. Returns the (bucket, delta)
-    /// still to send to Redis, for a reservation made there; only that needs `reconcile`.
-    pub fn reconcile_local(&self, r: &Reservation, actual_tokens: u64) -> Option<(i64, i64)> {
+    /// Settles a reservation held in this replica at once. Returns the correction still to
+    /// send to Redis, for a reservation made there; only that needs `reconcile_shared`.
+    pub fn reconcile_local(&self, r: &Reservation, actual_tokens: u64) -> Option<SharedCorrection> {
         let delta = actual_tokens as i64 - r.estimated as i64;
         if !r.tokens_reserved || delta == 0 || r.made.elapsed() >= self.window {
             return None;
@@ -256,7 +268,11 @@ impl RateLimiter {
                 self.local.lock().reconcile(&r.user, bucket, delta);
                 None
             }
-            Slot::Redis { bucket } => Some((bucket, delta)),
+            Slot::Redis { bucket } => Some(SharedCorrection {
+                user: r.user.clone(),
+                bucket,
+                delta,
+            }),
         }
     }
 

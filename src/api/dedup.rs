@@ -187,7 +187,10 @@ impl Dedup {
         let mut t = self.table.lock();
         t.expire(now, self.window);
         let t = &mut *t;
-        let (tx, rx) = match t.entries.entry(key) {
+        // Made before the lookup so one lookup serves every case; only duplicates (the rare
+        // case) drop it unused.
+        let (tx, slot) = watch::channel(None);
+        match t.entries.entry(key) {
             MapEntry::Occupied(mut e) => match e.get() {
                 Entry::Running(rx) => return Turn::Wait(rx.clone()),
                 Entry::Done(at, a) if now.duration_since(*at) < self.window => {
@@ -195,18 +198,13 @@ impl Dedup {
                 }
                 Entry::Done(_, a) => {
                     t.kept_bytes -= cost(a);
-                    let (tx, rx) = watch::channel(None);
-                    e.insert(Entry::Running(rx.clone()));
-                    (tx, rx)
+                    e.insert(Entry::Running(slot));
                 }
             },
             MapEntry::Vacant(e) => {
-                let (tx, rx) = watch::channel(None);
-                e.insert(Entry::Running(rx.clone()));
-                (tx, rx)
+                e.insert(Entry::Running(slot));
             }
-        };
-        drop(rx);
+        }
         Turn::Lead(Leader {
             dedup: self,
             key,

@@ -401,9 +401,9 @@ impl Drop for Tally {
         }
         if let Some(grant) = self.ctx.reservation.take() {
             // Only a correction that must go to Redis is worth a task.
-            if self.gw.limiter.reconcile_local(&grant, used).is_some() {
+            if let Some(correction) = self.gw.limiter.reconcile_local(&grant, used) {
                 let gw = self.gw.clone();
-                actix_web::rt::spawn(async move { gw.limiter.reconcile(grant, used).await });
+                actix_web::rt::spawn(async move { gw.limiter.reconcile_shared(correction).await });
             }
         }
         self.gw.record(self);
