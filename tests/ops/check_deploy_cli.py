@@ -40,23 +40,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kustomize_lite  # noqa: E402
-from stack import ROOT, corral_bin, free_port, wait_http  # noqa: E402
+from stack import ROOT, Checks, corral_bin, free_port, wait_http  # noqa: E402
 
 CONTAINER_CONFIG = "/etc/corral/corral.toml"
-
-
-class Result:
-    def __init__(self):
-        self.passed = 0
-        self.failed: list[str] = []
-
-    def __call__(self, ok: bool, name: str, detail: str = "") -> bool:
-        if ok:
-            self.passed += 1
-        else:
-            self.failed.append(name)
-        print(f"{'ok  ' if ok else 'FAIL'} {name}{f': {detail}' if detail else ''}")
-        return ok
 
 
 def k8s_objects(target: str) -> list[dict]:
@@ -152,7 +138,7 @@ def local_config(text: str, tmp: Path, tag: str) -> Path:
     return path
 
 
-def run_command(binary: str, label: str, argv: list[str], in_container: bool, configs: dict, tmp: Path, check: Result):
+def run_command(binary: str, label: str, argv: list[str], in_container: bool, configs: dict, tmp: Path, check: Checks):
     sub = subcommand(argv)
     cfg_arg = flag(argv, "--config")
     cfg_text = configs.get(cfg_arg) if cfg_arg else None
@@ -216,7 +202,7 @@ def main() -> int:
     if not binary:
         print("check_deploy_cli: no corral binary (set CORRAL_BIN or cargo build --bin corral)")
         return 2
-    check = Result()
+    check = Checks()
     base, example = k8s_objects("base"), k8s_objects("overlays/example")
     compose_env = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["x-corral"]["environment"]
     tomls = {

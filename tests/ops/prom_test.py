@@ -41,7 +41,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import panel_queries  # noqa: E402
-from stack import (PROMPTS, ROOT, Stack, Traffic, anthropic_messages, corral_bin, ollama_chat,  # noqa: E402
+from stack import (PROMPTS, ROOT, Checks, Stack, Traffic, anthropic_messages, corral_bin, ollama_chat,  # noqa: E402
                    ollama_generate, openai_chat)
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "corral.json"
@@ -51,19 +51,6 @@ TRAFFIC_SECONDS = 14.0   # the mixed background traffic runs this long (bounded 
 # Scripted phases are paced over several 1 s scrapes: a counter series is born with its first
 # increment, so increments that all land before its first scrape never show in rate().
 PACE = 0.35
-
-
-class Checks:
-    def __init__(self):
-        self.passed, self.failed = 0, []
-
-    def __call__(self, ok: bool, name: str, detail: str = "") -> bool:
-        if ok:
-            self.passed += 1
-        else:
-            self.failed.append(name)
-        print(f"{'ok  ' if ok else 'FAIL'} {name}{f': {detail}' if detail else ''}")
-        return ok
 
 
 def config(stack: Stack, sims: dict, keys: Path, redis_url: str) -> str:

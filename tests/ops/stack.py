@@ -60,6 +60,21 @@ def toml_str(v: str) -> str:
     return json.dumps(v)
 
 
+class Checks:
+    """Counts named checks and prints one `ok`/`FAIL` line for each."""
+
+    def __init__(self):
+        self.passed, self.failed = 0, []
+
+    def __call__(self, ok: bool, name: str, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+        else:
+            self.failed.append(name)
+        print(f"{'ok  ' if ok else 'FAIL'} {name}{f': {detail}' if detail else ''}")
+        return ok
+
+
 class Proc:
     """A child process writing to a log file; stopped by its PID."""
 
