@@ -143,10 +143,7 @@ def main() -> int:
         try:
             gw, admin, users = build(stack)
         except Exception as e:  # noqa: BLE001
-            print(f"dashboard_real: the stack did not start: {e}")
-            for p in stack.procs:
-                print(f"--- {p.name}\n{p.tail(15)}")
-            return 2
+            return stack.start_failed("dashboard_real", e)
         print(f"dashboard_real: corral at {gw.url} (pid {gw.proc.pid}), sims "
               + ", ".join(f"{s.name}:{s.port}" for s in stack.sims.values()))
         keys_api = httpx.get(f"{gw.url}/admin/api/keys", headers={"Authorization": f"Bearer {admin}"}, timeout=5)

@@ -195,10 +195,7 @@ def run() -> int:
             gws[0].create_user("admin", admin=True)
             prom = stack.prometheus([f"127.0.0.1:{g.port}" for g in gws], rule_files=[ALERTS])
         except Exception as e:  # noqa: BLE001
-            print(f"prom_test: the stack did not start: {e}")
-            for p in stack.procs:
-                print(f"--- {p.name} (pid {p.pid})\n{p.tail(15)}")
-            return 2
+            return stack.start_failed("prom_test", e)
         print(f"prom_test: prometheus {prom}, replicas {', '.join(g.url for g in gws)}, redis {redis_url}, "
               f"sims {', '.join(f'{s.name}:{s.port}' for s in sims.values())} [{time.monotonic() - t_start:.1f} s]")
 

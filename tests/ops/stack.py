@@ -172,6 +172,13 @@ class Stack:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def start_failed(self, who: str, e: Exception) -> int:
+        """Says why the stack did not start, with each process's last lines; returns exit code 2."""
+        print(f"{who}: the stack did not start: {e}")
+        for p in self.procs:
+            print(f"--- {p.name} (pid {p.pid})\n{p.tail(15)}")
+        return 2
+
     def close(self) -> None:
         for p in reversed(self.procs):
             try:
