@@ -75,7 +75,12 @@ pub async fn run(
 /// A trickle of mixed requests (three dialects, `auto`, a streaming one, an unknown model)
 /// so the dashboard shows something moving the moment it is opened.
 async fn background_traffic(url: String, token: String) {
-    let client = awc::Client::builder().disable_timeout().finish();
+    let Ok(client) = crate::upstream::Client::new(&url, Duration::from_secs(5)) else {
+        return;
+    };
+    let Ok(bearer) = http::HeaderValue::from_str(&format!("Bearer {token}")) else {
+        return;
+    };
     let asks: [(&str, serde_json::Value); 6] = [
         (
             "/api/chat",
@@ -110,14 +115,22 @@ async fn background_traffic(url: String, token: String) {
     ];
     for i in 0usize.. {
         let (path, body) = &asks[i % asks.len()];
-        let sent = client
-            .post(format!("{url}{path}"))
-            .insert_header(("authorization", format!("Bearer {token}")))
-            .insert_header(("anthropic-version", "2023-06-01"))
-            .send_json(body)
-            .await;
-        if let Ok(mut resp) = sent {
-            let _ = resp.body().limit(16 << 20).await;
+        let headers = [
+            (http::header::AUTHORIZATION, bearer.clone()),
+            (
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            ),
+            (
+                http::HeaderName::from_static("anthropic-version"),
+                http::HeaderValue::from_static("2023-06-01"),
+            ),
+        ];
+        let body = bytes::Bytes::from(body.to_string());
+        if let Ok(resp) = client.send(http::Method::POST, path, headers, body).await {
+            // Read to the end so the connection is reused.
+            let mut rest = resp.body;
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut rest).await {}
         }
         actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
     }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, SpawnHandle, WrapFuture};
-use awc::http::{StatusCode, Uri, header};
+use actix_web::http::StatusCode;
+use bytes::Bytes;
+use http::Method;
+use http::header::{self, HeaderValue};
 use prometheus::IntGauge;
 use rand::Rng;
 use serde_json::Value;
@@ -17,6 +20,7 @@ use crate::config::{BackendConfig, BackendKind};
 use crate::metrics::Metrics;
 use crate::routing::memory::normalize_model;
 use crate::routing::placer::{BackendId, BackendSnapshot, Circuit};
+use crate::upstream;
 
 /// When a circuit opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -429,7 +433,7 @@ pub fn parse_ps(body: &Value) -> (Vec<ResidentEntry>, Vec<Value>) {
 const MAILBOX: usize = 1024;
 /// Largest `/api/tags` answer read (ollama.com lists hundreds of models).
 const POLL_BODY_LIMIT: usize = 16 * 1024 * 1024;
-/// awc's own default, stated: a poll must answer quickly or the backend counts as failed.
+/// A poll must answer quickly or the backend counts as failed.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Actor shell around `BackendState` for one upstream.
@@ -437,8 +441,7 @@ pub struct BackendActor {
     info: Arc<BackendInfo>,
     state: BackendState,
     supervisor: Addr<Supervisor>,
-    client: Option<awc::Client>,
-    host: Option<String>,
+    client: Option<upstream::Client>,
     api_key: Option<String>,
     last_pushed: Option<BackendStatus>,
     wake: Option<SpawnHandle>,
@@ -457,11 +460,6 @@ impl BackendActor {
         if let Some(m) = info.config.max_memory {
             max.set(i64::try_from(m.as_u64()).unwrap_or(i64::MAX));
         }
-        let host = info
-            .base_url
-            .parse::<Uri>()
-            .ok()
-            .and_then(|u| u.authority().map(|a| a.to_string()));
         // The key is read once; it is never logged.
         let api_key = info
             .config
@@ -476,7 +474,6 @@ impl BackendActor {
             info,
             supervisor,
             client: None,
-            host,
             api_key,
             last_pushed: None,
             wake: None,
@@ -532,12 +529,8 @@ impl BackendActor {
         let Some(client) = self.client.clone() else {
             return;
         };
-        let target = PollTarget {
-            base: self.info.base_url.clone(),
-            host: self.host.clone(),
-            api_key: self.api_key.clone(),
-        };
-        let round = async move { poll_round(&client, &target).await };
+        let api_key = self.api_key.clone();
+        let round = async move { poll_round(&client, api_key.as_deref()).await };
         ctx.spawn(round.into_actor(self).map(|result, act, ctx| {
             if let PollResult::Failed { message, .. } = &result {
                 tracing::warn!(backend = %act.info.name, error = %message, "backend poll failed");
@@ -555,14 +548,15 @@ impl Actor for BackendActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
         if self.info.config.kind == BackendKind::Ollama {
-            let connector = awc::Connector::new().timeout(self.info.config.connect_timeout);
-            self.client = Some(
-                awc::Client::builder()
-                    .connector(connector)
-                    .timeout(POLL_TIMEOUT)
-                    .finish(),
-            );
-            self.poll(ctx);
+            match upstream::Client::new(&self.info.base_url, self.info.config.connect_timeout) {
+                Ok(client) => {
+                    self.client = Some(client);
+                    self.poll(ctx);
+                }
+                Err(e) => {
+                    tracing::error!(backend = %self.info.name, error = %e, "backend not polled")
+                }
+            }
         }
         self.publish(ctx);
     }
@@ -581,25 +575,18 @@ impl Handler<Report> for BackendActor {
     }
 }
 
-/// Where and how to poll.
-struct PollTarget {
-    base: String,
-    host: Option<String>,
-    api_key: Option<String>,
-}
-
 struct PollError {
     reason: FailureReason,
     status: Option<StatusCode>,
     message: String,
 }
 
-async fn poll_round(client: &awc::Client, target: &PollTarget) -> PollResult {
-    match get_json(client, target, "/api/tags").await {
+async fn poll_round(client: &upstream::Client, api_key: Option<&str>) -> PollResult {
+    match get_json(client, api_key, "/api/tags").await {
         Ok(tags) => {
             let (ps, version) = futures_util::future::join(
-                get_json(client, target, "/api/ps"),
-                get_json(client, target, "/api/version"),
+                get_json(client, api_key, "/api/ps"),
+                get_json(client, api_key, "/api/version"),
             )
             .await;
             PollResult::Answered {
@@ -617,8 +604,8 @@ async fn poll_round(client: &awc::Client, target: &PollTarget) -> PollResult {
 }
 
 async fn get_json(
-    client: &awc::Client,
-    target: &PollTarget,
+    client: &upstream::Client,
+    api_key: Option<&str>,
     path: &str,
 ) -> Result<Value, PollError> {
     let fail = |reason, status, message: String| PollError {
@@ -626,27 +613,34 @@ async fn get_json(
         status,
         message,
     };
-    let mut req = client
-        .get(format!("{}{path}", target.base))
-        .insert_header((header::ACCEPT, "application/json"));
-    if let Some(host) = &target.host {
-        req = req.insert_header((header::HOST, host.as_str()));
+    let mut headers = vec![(header::ACCEPT, HeaderValue::from_static("application/json"))];
+    if let Some(key) = api_key {
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|e| fail(FailureReason::Protocol, None, format!("api key: {e}")))?;
+        value.set_sensitive(true);
+        headers.push((header::AUTHORIZATION, value));
     }
-    if let Some(key) = &target.api_key {
-        req = req.bearer_auth(key);
-    }
-    let mut resp = req.send().await.map_err(|e| {
-        let reason = match e {
-            awc::error::SendRequestError::Timeout => FailureReason::Timeout,
-            awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout) => {
-                FailureReason::Timeout
-            }
-            awc::error::SendRequestError::Connect(_) => FailureReason::Connect,
-            _ => FailureReason::Protocol,
-        };
-        fail(reason, None, format!("GET {path}: {e}"))
-    })?;
-    let status = resp.status();
+    let deadline = Instant::now() + POLL_TIMEOUT;
+    let sent = client.send(Method::GET, path, headers, Bytes::new());
+    let resp = match tokio::time::timeout(POLL_TIMEOUT, sent).await {
+        Err(_) => {
+            return Err(fail(
+                FailureReason::Timeout,
+                None,
+                format!("GET {path}: no answer in {}s", POLL_TIMEOUT.as_secs()),
+            ));
+        }
+        Ok(Err(e)) => {
+            let reason = match e {
+                upstream::client::Error::ConnectTimeout => FailureReason::Timeout,
+                upstream::client::Error::Connect(_) => FailureReason::Connect,
+                _ => FailureReason::Protocol,
+            };
+            return Err(fail(reason, None, format!("GET {path}: {e}")));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
     if !status.is_success() {
         let reason = if status.is_server_error() {
             FailureReason::Status5xx
@@ -659,11 +653,15 @@ async fn get_json(
             format!("GET {path}: HTTP {status}"),
         ));
     }
-    let body = resp
-        .body()
-        .limit(POLL_BODY_LIMIT)
+    let body = upstream::read_limited(Box::pin(resp.body), POLL_BODY_LIMIT, deadline)
         .await
-        .map_err(|e| fail(FailureReason::Protocol, None, format!("GET {path}: {e}")))?;
+        .map_err(|e| {
+            fail(
+                FailureReason::Protocol,
+                None,
+                format!("GET {path}: {}", e.message),
+            )
+        })?;
     serde_json::from_slice(&body).map_err(|e| {
         fail(
             FailureReason::Protocol,

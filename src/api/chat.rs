@@ -3,9 +3,9 @@
 
 use std::cell::OnceCell;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
+use http::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::Gateway;
@@ -58,15 +58,16 @@ pub fn chat_call(
 
 /// `anthropic-version` and `anthropic-beta` go to Anthropic upstreams byte for byte.
 fn anthropic_headers(client: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
+    let copied = |name: &str| {
+        let value = client.headers().get(name)?;
+        HeaderValue::from_bytes(value.as_bytes()).ok()
+    };
     let mut out = Vec::new();
-    let version = client
-        .headers()
-        .get("anthropic-version")
-        .cloned()
-        .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
+    let version =
+        copied("anthropic-version").unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
     out.push((HeaderName::from_static("anthropic-version"), version));
-    if let Some(beta) = client.headers().get("anthropic-beta") {
-        out.push((HeaderName::from_static("anthropic-beta"), beta.clone()));
+    if let Some(beta) = copied("anthropic-beta") {
+        out.push((HeaderName::from_static("anthropic-beta"), beta));
     }
     out
 }

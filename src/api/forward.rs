@@ -65,7 +65,6 @@ pub struct Served {
     /// The model that is actually serving (after aliases and fallbacks).
     pub model: String,
     pub status: actix_web::http::StatusCode,
-    pub headers: actix_web::http::header::HeaderMap,
     pub first: Option<Bytes>,
     pub body: BodyStream,
     pub ttfb: Duration,
@@ -213,7 +212,6 @@ async fn try_backend(
                             key,
                             model,
                             status: opened.status,
-                            headers: opened.headers,
                             first: first.and_then(Result::ok),
                             body: opened.body,
                             ttfb: sent_at.elapsed(),

@@ -49,7 +49,8 @@ pub async fn management(
         .await
         .map_err(err)?;
     let path = req.path().to_string();
-    let method = req.method().clone();
+    let method = http::Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(|e| err(GatewayError::new(ErrorKind::BadRequest, e.to_string())))?;
     let backends = targets(&gw, &path, &body, target.backend.as_deref())
         .await
         .map_err(err)?;

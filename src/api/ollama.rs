@@ -567,7 +567,7 @@ async fn live_ps(
     let live = match (backend, backend.and_then(|b| clients.get(b.id))) {
         (Some(b), Some(client)) if b.config.kind == BackendKind::Ollama => {
             let call = Call {
-                method: actix_web::http::Method::GET,
+                method: http::Method::GET,
                 path: "/api/ps".into(),
                 body: Bytes::new(),
                 headers: Vec::new(),

@@ -206,7 +206,9 @@ impl SimHandle {
 pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
     let state = Arc::new(args.build_state()?);
     let data = web::Data::new(Arc::clone(&state));
+    let counted = state.clone();
     let server = HttpServer::new(move || app(data.clone()))
+        .on_connect(move |_, _| counted.connection_opened())
         .workers(args.workers.max(1))
         .disable_signals()
         .shutdown_timeout(1)

@@ -190,6 +190,8 @@ struct Counters {
     completed_streams: AtomicU64,
     loads: AtomicU64,
     evictions: AtomicU64,
+    /// TCP connections accepted: shows whether a client reuses its connections.
+    connections: AtomicU64,
     /// Per path, the headers and body of the last request: what the gateway really sent.
     last: Mutex<BTreeMap<String, serde_json::Value>>,
 }
@@ -684,6 +686,14 @@ impl SimState {
     }
 
     /// Model loads so far (first use, reload after eviction or expiry).
+    pub fn connection_opened(&self) {
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.counters.connections.load(Ordering::Relaxed)
+    }
+
     pub fn loads(&self) -> u64 {
         self.counters.loads.load(Ordering::Relaxed)
     }
@@ -727,6 +737,7 @@ impl SimState {
             "cancelled_streams": self.cancelled_streams(),
             "completed_streams": self.completed_streams(),
             "loads": self.loads(),
+            "connections": self.connections(),
             "evictions": self.evictions(),
             "last_requests": self.counters.last.lock().clone(),
             "resident": self.ps_entries(),

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
 use futures_util::StreamExt;
+use http::header::{self, HeaderName, HeaderValue};
 
 use crate::config::{BackendKind, Config, redact_url};
 use crate::keys::import::{LineOutcome, parse_keys};
@@ -463,9 +463,9 @@ fn scrub(text: &str, secret: &str) -> String {
     }
 }
 
-/// Probes one key. Needs an actix system (awc).
+/// Probes one key. Needs an actix system (the client's connections are local tasks).
 pub async fn probe(
-    client: &awc::Client,
+    client: &crate::upstream::Client,
     target: &ProbeTarget,
     secret: &str,
     timeout: Duration,
@@ -475,21 +475,35 @@ pub async fn probe(
             reason: "the key cannot be sent in an HTTP header".into(),
         };
     };
-    let url = format!("{}{}", target.url, target.path());
-    let mut req = client
-        .post(url)
-        .insert_header(("content-type", "application/json"))
-        .insert_header(("accept-encoding", "identity"))
-        .insert_header(credential);
+    let mut headers = vec![
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        ),
+        credential,
+    ];
     if target.kind == BackendKind::Anthropic {
-        req = req.insert_header(("anthropic-version", "2023-06-01"));
+        headers.push((
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static("2023-06-01"),
+        ));
     }
+    let deadline = std::time::Instant::now() + timeout;
     let exchange = async {
-        let mut resp = req.send_body("{}").await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
+        let body = bytes::Bytes::from_static(b"{}");
+        let resp = client
+            .send(http::Method::POST, target.path(), headers, body)
+            .await
+            .map_err(|e| e.to_string())?;
         // The body only explains the status; a body that does not arrive is no reason to fail.
-        let body = resp.body().limit(64 * 1024).await.unwrap_or_default();
-        Ok::<_, String>((status, body))
+        let body = crate::upstream::read_limited(Box::pin(resp.body), 64 * 1024, deadline)
+            .await
+            .unwrap_or_default();
+        Ok::<_, String>((resp.status, body))
     };
     match tokio::time::timeout(timeout, exchange).await {
         Err(_) => Verdict::Unknown {
@@ -511,7 +525,21 @@ pub async fn probe_all(
     target: &ProbeTarget,
     keys: Vec<(String, String)>,
 ) -> Vec<(String, Verdict)> {
-    let client = crate::upstream::client_for(target.connect_timeout);
+    let client = match crate::upstream::Client::new(&target.url, target.connect_timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = format!("cannot use {}: {e}", target.describe());
+            let unknown = |(id, _)| {
+                (
+                    id,
+                    Verdict::Unknown {
+                        reason: reason.clone(),
+                    },
+                )
+            };
+            return keys.into_iter().map(unknown).collect();
+        }
+    };
     let client = &client;
     futures_util::stream::iter(keys)
         .map(|(id, secret)| async move {

@@ -1,61 +1,44 @@
-//! Talking to upstreams: per-worker awc clients, request sending with separate connect,
+//! Talking to upstreams: per-worker clients, request sending with separate connect,
 //! first-byte and idle limits, and classification of upstream failures.
 
+pub mod client;
 pub mod lines;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
-use awc::error::{PayloadError, SendRequestError};
+use actix_web::http::StatusCode;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use http::Method;
+use http::header::{HeaderName, HeaderValue};
 
 use crate::actors::supervisor::{BackendInfo, FailureReason};
 use crate::error::{ErrorKind, GatewayError};
+pub use client::Client;
 
 /// A response body as it arrives from the upstream.
-pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>>>>;
 
-/// One awc client per backend, built per worker (awc clients are not `Send`).
+/// One client per backend, built per worker (clients are not `Send`). A backend whose URL
+/// cannot be used has none, and calls to it fail as a protocol error.
 pub struct UpstreamClients {
-    clients: Vec<awc::Client>,
+    clients: Vec<Option<Client>>,
 }
 
 impl UpstreamClients {
     pub fn new(backends: &[Arc<BackendInfo>]) -> UpstreamClients {
         let clients = backends
             .iter()
-            .map(|b| client_for(b.config.connect_timeout))
+            .map(|b| Client::new(&b.base_url, b.config.connect_timeout).ok())
             .collect();
         UpstreamClients { clients }
     }
 
-    pub fn get(&self, id: usize) -> Option<&awc::Client> {
-        self.clients.get(id)
+    pub fn get(&self, id: usize) -> Option<&Client> {
+        self.clients.get(id)?.as_ref()
     }
-}
-
-/// A client with only a connect limit: awc's default 5 s response timeout would kill
-/// every request that makes Ollama load a model, so first-byte and idle limits are ours.
-pub fn client_for(connect_timeout: Duration) -> awc::Client {
-    let mut connector = awc::Connector::new()
-        .timeout(connect_timeout)
-        .conn_keep_alive(Duration::from_secs(15))
-        .limit(0);
-    if let Ok(tls) = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()) {
-        connector = connector.openssl(tls.build());
-    }
-    awc::Client::builder()
-        .connector(connector)
-        .disable_timeout()
-        // An upstream redirect is an answer to relay, not to follow (and skipping the
-        // redirect layer saves work on every call).
-        .disable_redirects()
-        .no_default_headers()
-        .finish()
 }
 
 /// What to send to one backend.
@@ -77,10 +60,9 @@ impl Call {
     }
 }
 
-/// The head of a successful upstream answer and its body stream.
+/// The status of a successful upstream answer and its body stream.
 pub struct Opened {
     pub status: StatusCode,
-    pub headers: HeaderMap,
     pub body: BodyStream,
 }
 
@@ -123,23 +105,32 @@ pub fn credential(backend: &BackendInfo, key: Option<&str>) -> Option<(HeaderNam
 }
 
 /// Sends `call` to `backend` and waits for the response head until `deadline`.
-/// Non-2xx heads are read (bounded) and classified.
+/// Non-2xx heads are read (bounded) and classified; an upstream redirect is relayed as
+/// an answer, not followed. First-byte and idle limits are the caller's.
 pub async fn send(
-    client: &awc::Client,
+    client: &Client,
     backend: &BackendInfo,
     call: Call,
     deadline: Instant,
 ) -> Result<Opened, Failure> {
-    let url = format!("{}{}", backend.base_url, call.path);
-    let mut req = client
-        .request(call.method, url)
-        .insert_header(("content-type", "application/json"))
-        .insert_header(("accept-encoding", "identity"));
-    for (k, v) in call.headers {
-        req = req.insert_header((k, v));
-    }
+    let headers = [
+        (
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        ),
+    ]
+    .into_iter()
+    .chain(call.headers);
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let sent = tokio::time::timeout(remaining, req.send_body(call.body)).await;
+    let sent = tokio::time::timeout(
+        remaining,
+        client.send(call.method, &call.path, headers, call.body),
+    )
+    .await;
     let resp = match sent {
         Err(_) => {
             return Err(Failure::new(
@@ -153,27 +144,33 @@ pub async fn send(
         Ok(Err(e)) => return Err(send_failure(backend, e)),
         Ok(Ok(r)) => r,
     };
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body: BodyStream = Box::pin(resp);
+    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body: BodyStream = Box::pin(resp.body);
     if status.is_success() {
-        return Ok(Opened {
-            status,
-            headers,
-            body,
-        });
+        return Ok(Opened { status, body });
     }
+    let retry_after = retry_after(&resp.headers);
     let text = read_limited(body, 64 * 1024, deadline)
         .await
         .unwrap_or_default();
-    Err(classify_status(backend, status, &text))
+    let mut failure = classify_status(backend, status, &text);
+    failure.retry_after = retry_after;
+    Err(failure)
 }
 
-fn send_failure(backend: &BackendInfo, e: SendRequestError) -> Failure {
+/// An upstream's `Retry-After` in seconds (the HTTP-date form is not used by LLM APIs).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
     let (kind, reason) = match &e {
-        SendRequestError::Timeout => (ErrorKind::UpstreamTimeout, FailureReason::Timeout),
-        SendRequestError::Connect(_) => (ErrorKind::UpstreamConnect, FailureReason::Connect),
-        _ => (ErrorKind::UpstreamConnect, FailureReason::Protocol),
+        client::Error::ConnectTimeout => (ErrorKind::UpstreamTimeout, FailureReason::Timeout),
+        client::Error::Connect(_) => (ErrorKind::UpstreamConnect, FailureReason::Connect),
+        client::Error::BadUrl(_) | client::Error::Exchange(_) => {
+            (ErrorKind::UpstreamConnect, FailureReason::Protocol)
+        }
     };
     Failure::new(
         GatewayError::new(kind, format!("backend {}: {e}", backend.name)),
@@ -234,7 +231,7 @@ pub fn upstream_message(body: &[u8]) -> Option<String> {
 /// A small JSON answer from a backend (fleet views, not client traffic): `None` when the
 /// backend fails, is slower than 2 s, or answers more than `limit` bytes or not JSON.
 pub async fn fetch_json(
-    client: &awc::Client,
+    client: &Client,
     backend: &BackendInfo,
     call: Call,
     limit: usize,
@@ -278,5 +275,23 @@ pub async fn read_limited(
                 buf.extend_from_slice(&chunk);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_only() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static(" 17 "));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(17)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), None);
     }
 }

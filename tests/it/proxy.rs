@@ -274,6 +274,44 @@ async fn dead_backend_gives_clear_errors() {
     let _ = ready.body().await;
 }
 
+/// Sequential calls ride one kept-alive upstream connection, streams included.
+#[actix_web::test]
+async fn upstream_connections_are_reused() {
+    let a = sim("a", "24GiB").await;
+    let gw = gateway(config_for(&[(&a, "a", 1, None)], "")).await;
+    let before = a.state.connections();
+    for i in 0..20 {
+        let (status, _, _, _) =
+            chat(&gw.url(), "qwen3:8b", &format!("reuse {i}"), i % 4 == 0).await;
+        assert_eq!(status, 200);
+    }
+    let opened = a.state.connections() - before;
+    assert!(opened <= 2, "20 calls opened {opened} upstream connections");
+    assert_released(&gw).await;
+}
+
+/// Connections the upstream closed while idle (here: it restarted) are not reused.
+#[actix_web::test]
+async fn a_restarted_upstream_gets_fresh_connections() {
+    let a = sim("a", "24GiB").await;
+    let port = a.addr.port();
+    let gw = gateway(config_for(&[(&a, "a", 1, None)], "")).await;
+    let (status, _, _, _) = chat(&gw.url(), "qwen3:8b", "before", false).await;
+    assert_eq!(status, 200);
+    a.stop().await;
+    let mut args = sim_args("a", "24GiB");
+    args.port = port;
+    let again = corral::sim::start(args)
+        .await
+        .expect("sim restarts on its port");
+    // Three poll rounds: the backend is seen up again.
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    let (status, backend, body, _) = chat(&gw.url(), "qwen3:8b", "after", false).await;
+    assert_eq!((status, backend.as_str()), (200, "a"), "{body}");
+    assert!(again.state.connections() >= 1);
+    assert_released(&gw).await;
+}
+
 /// A request the rate limiter refuses is answered 429 and still gets its request-log row.
 #[actix_web::test]
 async fn rate_limited_requests_are_logged() {
