@@ -244,6 +244,17 @@ impl Running {
     }
 }
 
+/// Turns Nagle off on an accepted connection. Streams end with a small write (the last
+/// chunk, then the terminator) that Nagle would hold until the client's delayed ACK,
+/// about 40 ms; token streams are small writes throughout. Go's net/http (Ollama) does
+/// the same by default.
+pub fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        // Without it the connection still works, only slower; nothing to report.
+        let _ = tcp.set_nodelay(true);
+    }
+}
+
 /// Binds `listen` (port 0 = any) and starts serving in the current actix system;
 /// returns at once.
 pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
@@ -257,6 +268,7 @@ pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let data = gateway.clone();
     let mut server = HttpServer::new(move || app(data.clone()))
+        .on_connect(no_delay)
         .listen(listener)?
         .disable_signals()
         // A client that closes its side cancels its request, so the upstream one stops too.

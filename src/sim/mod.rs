@@ -208,7 +208,10 @@ pub async fn start(args: SimArgs) -> std::io::Result<SimHandle> {
     let data = web::Data::new(Arc::clone(&state));
     let counted = state.clone();
     let server = HttpServer::new(move || app(data.clone()))
-        .on_connect(move |_, _| counted.connection_opened())
+        .on_connect(move |conn, ext| {
+            counted.connection_opened();
+            crate::no_delay(conn, ext);
+        })
         .workers(args.workers.max(1))
         .disable_signals()
         .shutdown_timeout(1)

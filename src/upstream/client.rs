@@ -1,38 +1,44 @@
-//! The HTTP/1.1 client for upstream calls: hyper connections kept per worker and origin.
+//! The HTTP/1.1 client for upstream calls: connections kept per worker and origin, read
+//! in the calling task.
 //!
 //! A [`Client`] is bound to one upstream origin and owned by one worker thread. Idle
-//! connections wait in a stack; a call takes the most recently used open one or dials a
-//! new one (TCP, then TLS for `https`, both within the connect timeout). A connection goes
-//! back on the stack when its answer has been read to the end; an answer dropped half-read
-//! takes its connection with it. Nothing is spawned or timed per call: each connection's
-//! driver is one local task for the connection's lifetime.
+//! connections wait in a stack; a call takes the most recently used live one or dials a
+//! new one (TCP, then TLS for `https`, both within the connect timeout). The answer is
+//! parsed and its body decoded (length, chunked, or until close) by the task that reads
+//! it: no task, channel or timer per call, and every chunk already received is handed
+//! over before the task waits, so a relay writes them to its client together. A body
+//! read to its end returns the connection for reuse; one dropped half-read closes it.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::poll_fn;
+use std::io;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
-use http::header::{HOST, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Uri};
-use http_body_util::Full;
-use hyper::body::{Body as _, Incoming};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri};
 use openssl::ssl::{SslConnector, SslMethod};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
 
 /// An idle connection unused this long is not reused (upstreams close theirs around here).
 const IDLE_MAX: Duration = Duration::from_secs(15);
 /// Most idle connections kept per client; more are closed when their answer ends.
 const IDLE_KEPT: usize = 512;
-
-type Sender = SendRequest<Full<Bytes>>;
+/// Largest answer head (status line and headers).
+const HEAD_MAX: usize = 64 * 1024;
+/// Most header lines in an answer head.
+const HEADERS_MAX: usize = 128;
+/// Longest chunk-size line or trailer section of a chunked body.
+const CHUNK_LINE_MAX: usize = 4096;
+/// A request body up to this size goes out in the same write as its head.
+const INLINE_BODY: usize = 64 * 1024;
 
 /// Why a call got no answer head.
 #[derive(Debug)]
@@ -44,7 +50,7 @@ pub enum Error {
     /// TCP and TLS together took longer than the connect timeout.
     ConnectTimeout,
     /// The connection failed while sending or before the answer head was complete.
-    Exchange(hyper::Error),
+    Exchange(io::Error),
 }
 
 impl fmt::Display for Error {
@@ -60,6 +66,10 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+fn broken(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
 /// A client for one origin (`http[s]://host[:port][/prefix]`), for one thread.
 #[derive(Clone)]
 pub struct Client {
@@ -70,7 +80,7 @@ struct Inner {
     host: String,
     port: u16,
     /// The `Host` header value: the host, and the port unless it is the scheme's default.
-    authority: HeaderValue,
+    authority: String,
     /// The URL's path without its trailing `/`, put before every call's path.
     prefix: String,
     tls: Option<SslConnector>,
@@ -79,8 +89,19 @@ struct Inner {
 }
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
+}
+
+/// One connection and the bytes read from it but not yet used.
+struct Conn {
+    io: Io,
+    buf: BytesMut,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<SslStream<TcpStream>>),
 }
 
 /// An answer head and its body.
@@ -93,30 +114,21 @@ pub struct Response {
 impl Client {
     /// A client for `url`. Fails only on a URL that is not `http`/`https` with a host.
     pub fn new(url: &str, connect_timeout: Duration) -> Result<Client, Error> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| Error::BadUrl(format!("{url}: {e}")))?;
+        let bad = |e: &dyn fmt::Display| Error::BadUrl(format!("{url}: {e}"));
+        let uri: Uri = url.parse().map_err(|e| bad(&e))?;
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => return Err(Error::BadUrl(format!("{url}: not http or https"))),
+            _ => return Err(bad(&"not http or https")),
         };
-        let host = uri
-            .host()
-            .ok_or_else(|| Error::BadUrl(format!("{url}: no host")))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = uri.host().ok_or_else(|| bad(&"no host"))?;
         let default_port = if https { 443 } else { 80 };
         let port = uri.port_u16().unwrap_or(default_port);
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-        let authority = match authority.strip_suffix(&format!(":{default_port}")) {
-            Some(bare) => bare,
-            None => authority,
+        let authority = if port == default_port {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
         };
-        let authority =
-            HeaderValue::from_str(authority).map_err(|e| Error::BadUrl(format!("{url}: {e}")))?;
         let tls = if https {
             let builder = SslConnector::builder(SslMethod::tls())
                 .map_err(|e| Error::Connect(format!("TLS setup: {e}")))?;
@@ -126,7 +138,10 @@ impl Client {
         };
         Ok(Client {
             inner: Rc::new(Inner {
-                host,
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
                 port,
                 authority,
                 prefix: uri.path().trim_end_matches('/').to_string(),
@@ -146,144 +161,461 @@ impl Client {
         headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
         body: Bytes,
     ) -> Result<Response, Error> {
-        let uri = if self.inner.prefix.is_empty() {
-            Uri::try_from(path)
-        } else {
-            Uri::try_from(format!("{}{path}", self.inner.prefix))
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(Error::BadUrl(format!("{path:?} is not a request path")));
         }
-        .map_err(|e| Error::BadUrl(format!("{path}: {e}")))?;
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        let map = req.headers_mut();
-        map.insert(HOST, self.inner.authority.clone());
+        let mut head = BytesMut::with_capacity(512 + body.len().min(INLINE_BODY));
+        for part in [
+            method.as_str(),
+            " ",
+            &self.inner.prefix,
+            path,
+            " HTTP/1.1\r\nhost: ",
+        ] {
+            head.extend_from_slice(part.as_bytes());
+        }
+        head.extend_from_slice(self.inner.authority.as_bytes());
         for (name, value) in headers {
-            map.insert(name, value);
+            if name == http::header::HOST || name == http::header::CONTENT_LENGTH {
+                continue;
+            }
+            for part in [b"\r\n", name.as_str().as_bytes(), b": ", value.as_bytes()] {
+                head.extend_from_slice(part);
+            }
         }
-        let mut sender = self.connection().await?;
-        let resp = sender.send_request(req).await.map_err(Error::Exchange)?;
-        let (head, incoming) = resp.into_parts();
+        let has_body = !body.is_empty() || !matches!(method, Method::GET | Method::HEAD);
+        if has_body {
+            head.extend_from_slice(format!("\r\ncontent-length: {}", body.len()).as_bytes());
+        }
+        head.extend_from_slice(b"\r\n\r\n");
+        let inline = body.len() <= INLINE_BODY;
+        if inline {
+            head.extend_from_slice(&body);
+        }
+        let mut conn = self.connection().await?;
+        conn.io.write_all(&head).await.map_err(Error::Exchange)?;
+        if !inline {
+            conn.io.write_all(&body).await.map_err(Error::Exchange)?;
+        }
+        let (status, headers, framing, reusable) = loop {
+            let head = std::future::poll_fn(|cx| conn.poll_head(cx))
+                .await
+                .map_err(Error::Exchange)?;
+            // 1xx answers (100 Continue, 103 Early Hints) precede the real one.
+            if !(100..200).contains(&head.0) {
+                break head;
+            }
+        };
+        let framing = if method == Method::HEAD || matches!(status, 204 | 304) {
+            Framing::Length(0)
+        } else {
+            framing
+        };
+        let mut body = Body {
+            conn: Some(conn),
+            framing,
+            reusable,
+            pool: Rc::downgrade(&self.inner),
+        };
+        body.finish_if_done();
         Ok(Response {
-            status: head.status.as_u16(),
-            headers: head.headers,
-            body: Body {
-                incoming,
-                back: Some((sender, Rc::downgrade(&self.inner))),
-            },
+            status,
+            headers,
+            body,
         })
     }
 
-    /// The most recently used open idle connection, else a new one.
-    async fn connection(&self) -> Result<Sender, Error> {
+    /// The most recently used live idle connection, else a new one.
+    async fn connection(&self) -> Result<Conn, Error> {
         loop {
             let idle = self.inner.idle.borrow_mut().pop_back();
-            let Some(mut idle) = idle else {
+            let Some(idle) = idle else {
                 return self.dial().await;
             };
-            if idle.sender.is_closed() || idle.since.elapsed() > IDLE_MAX {
-                continue;
-            }
-            // Ready at once unless the connection just failed; then it is dropped.
-            if poll_fn(|cx| idle.sender.poll_ready(cx)).await.is_ok() {
-                return Ok(idle.sender);
+            if idle.since.elapsed() <= IDLE_MAX && idle.conn.is_quiet() {
+                return Ok(idle.conn);
             }
         }
     }
 
-    async fn dial(&self) -> Result<Sender, Error> {
+    async fn dial(&self) -> Result<Conn, Error> {
         let inner = &self.inner;
         let connect = async {
             let tcp = TcpStream::connect((inner.host.as_str(), inner.port))
                 .await
                 .map_err(|e| Error::Connect(e.to_string()))?;
+            // Requests go out in one write; nothing is gained by holding small packets.
             let _ = tcp.set_nodelay(true);
             let Some(tls) = &inner.tls else {
-                return handshake(TokioIo::new(tcp)).await;
+                return Ok(Io::Plain(tcp));
             };
             let tls_failed = |e: &dyn fmt::Display| Error::Connect(format!("TLS: {e}"));
             let ssl = tls
                 .configure()
                 .and_then(|c| c.into_ssl(&inner.host))
                 .map_err(|e| tls_failed(&e))?;
-            let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| tls_failed(&e))?;
+            let mut stream = SslStream::new(ssl, tcp).map_err(|e| tls_failed(&e))?;
             Pin::new(&mut stream)
                 .connect()
                 .await
                 .map_err(|e| tls_failed(&e))?;
-            handshake(TokioIo::new(stream)).await
+            Ok(Io::Tls(Box::new(stream)))
         };
-        tokio::time::timeout(inner.connect_timeout, connect)
+        let io = tokio::time::timeout(inner.connect_timeout, connect)
             .await
-            .map_err(|_| Error::ConnectTimeout)?
+            .map_err(|_| Error::ConnectTimeout)??;
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(8192),
+        })
     }
 }
 
-async fn handshake<T>(io: T) -> Result<Sender, Error>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-{
-    let (sender, conn) = http1::handshake(io).await.map_err(Error::Exchange)?;
-    tokio::task::spawn_local(async move {
-        // The connection's end (closed by either side) needs no report: the next call
-        // finds the sender closed and dials again.
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
 impl Inner {
-    fn give_back(&self, sender: Sender) {
+    fn give_back(&self, conn: Conn) {
         let mut idle = self.idle.borrow_mut();
-        while idle
-            .front()
-            .is_some_and(|c| c.sender.is_closed() || c.since.elapsed() > IDLE_MAX)
-        {
+        while idle.front().is_some_and(|c| c.since.elapsed() > IDLE_MAX) {
             idle.pop_front();
         }
         if idle.len() < IDLE_KEPT {
             idle.push_back(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 }
 
-/// An answer body as a stream of data chunks (trailers are skipped). Read to its end, it
-/// returns its connection for reuse.
+type Head = (u16, HeaderMap, Framing, bool);
+
+impl Conn {
+    /// True when nothing arrived while idle: no close from the upstream, no stray bytes.
+    fn is_quiet(&self) -> bool {
+        let tcp = match &self.io {
+            Io::Plain(t) => t,
+            Io::Tls(s) => s.get_ref(),
+        };
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        self.buf.is_empty() && tcp.poll_peek(&mut cx, &mut probe).is_pending()
+    }
+
+    /// Reads until one answer head is complete and parses it.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Head>> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) = parse_head(&mut self.buf)? {
+                    return Poll::Ready(Ok(head));
+                }
+                if self.buf.len() > HEAD_MAX {
+                    return Poll::Ready(Err(broken("answer head too large")));
+                }
+            }
+            match self.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed before the answer head",
+                    )));
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Reads what is available into the buffer; `Ok(0)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(8192);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// Parses one answer head off the front of `buf`; `None` while incomplete.
+fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
+    let mut slots = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(broken(format!("bad answer head: {e}"))),
+    };
+    let status = parsed.code.unwrap_or(0);
+    let mut reusable = parsed.version == Some(1);
+    let mut chunked = false;
+    let mut length: Option<u64> = None;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Err(broken(format!("bad answer header {:?}", h.name)));
+        };
+        if name == http::header::TRANSFER_ENCODING {
+            // Only the last coding frames the body.
+            let last = value
+                .to_str()
+                .unwrap_or("")
+                .rsplit(',')
+                .next()
+                .unwrap_or("");
+            chunked = last.trim().eq_ignore_ascii_case("chunked");
+        } else if name == http::header::CONTENT_LENGTH {
+            let n = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| broken("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(broken("conflicting content-length"));
+            }
+            length = Some(n);
+        } else if name == http::header::CONNECTION {
+            let v = value.to_str().unwrap_or("");
+            if v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+                reusable = false;
+            }
+        }
+        headers.append(name, value);
+    }
+    buf.advance(len);
+    let framing = match (chunked, length) {
+        (true, _) => Framing::Chunked(Chunk::Size),
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => {
+            reusable = false;
+            Framing::UntilClose
+        }
+    };
+    Ok(Some((status, headers, framing, reusable)))
+}
+
+/// How the body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk with this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty one.
+    Trailers,
+}
+
+/// An answer body as a stream of data chunks. Read to its end, it returns its connection
+/// for reuse.
 pub struct Body {
-    incoming: Incoming,
-    back: Option<(Sender, Weak<Inner>)>,
+    conn: Option<Conn>,
+    framing: Framing,
+    reusable: bool,
+    pool: Weak<Inner>,
+}
+
+impl Body {
+    /// At the end: the connection goes back to its pool when it can carry another call.
+    fn finish_if_done(&mut self) {
+        if self.framing != Framing::Done && self.framing != Framing::Length(0) {
+            return;
+        }
+        self.framing = Framing::Done;
+        let conn = self.conn.take();
+        if let (Some(conn), Some(pool), true) = (conn, self.pool.upgrade(), self.reusable) {
+            if conn.buf.is_empty() {
+                pool.give_back(conn);
+            }
+        }
+    }
+
+    /// The next piece of body already in the buffer, if any.
+    fn decode(&mut self) -> io::Result<Option<Bytes>> {
+        match self.conn.as_mut() {
+            Some(conn) => decode(&mut self.framing, &mut conn.buf),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The next piece of body at the front of `buf`, if any; moves `framing` along.
+fn decode(framing: &mut Framing, buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
+    loop {
+        match *framing {
+            Framing::Done => return Ok(None),
+            Framing::Length(0) => {
+                *framing = Framing::Done;
+                return Ok(None);
+            }
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                *framing = Framing::Length(left - n as u64);
+                return Ok(Some(buf.split_to(n).freeze()));
+            }
+            Framing::UntilClose => {
+                return Ok((!buf.is_empty()).then(|| buf.split().freeze()));
+            }
+            Framing::Chunked(Chunk::Size) => {
+                let Some(line) = take_line(buf)? else {
+                    return Ok(None);
+                };
+                let digits = line.split(|b| *b == b';').next().unwrap_or(&[]);
+                let digits = std::str::from_utf8(digits).unwrap_or("").trim();
+                let size = u64::from_str_radix(digits, 16)
+                    .map_err(|_| broken(format!("bad chunk size {digits:?}")))?;
+                *framing = Framing::Chunked(if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                });
+            }
+            Framing::Chunked(Chunk::Data(left)) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let rest = left - n as u64;
+                *framing = Framing::Chunked(if rest == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(rest)
+                });
+                return Ok(Some(buf.split_to(n).freeze()));
+            }
+            Framing::Chunked(Chunk::DataEnd) => {
+                let Some(line) = take_line(buf)? else {
+                    return Ok(None);
+                };
+                if !line.is_empty() {
+                    return Err(broken("chunk longer than its size"));
+                }
+                *framing = Framing::Chunked(Chunk::Size);
+            }
+            Framing::Chunked(Chunk::Trailers) => {
+                let Some(line) = take_line(buf)? else {
+                    return Ok(None);
+                };
+                if line.is_empty() {
+                    *framing = Framing::Done;
+                }
+            }
+        }
+    }
+}
+
+/// One CRLF-terminated line off the front of `buf` (without the CRLF); `None` while
+/// incomplete.
+fn take_line(buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(at) => {
+            let line = buf.split_to(at).freeze();
+            buf.advance(2);
+            Ok(Some(line))
+        }
+        None if buf.len() > CHUNK_LINE_MAX => Err(broken("chunk line too long")),
+        None => Ok(None),
+    }
 }
 
 impl Stream for Body {
-    type Item = Result<Bytes, hyper::Error>;
+    type Item = io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
         loop {
-            let frame = match Pin::new(&mut self.incoming).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(f) => f,
-            };
-            match frame {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Poll::Ready(Some(Ok(data)));
-                    }
+            match this.decode() {
+                Ok(Some(piece)) => {
+                    this.finish_if_done();
+                    return Poll::Ready(Some(Ok(piece)));
                 }
-                Some(Err(e)) => {
-                    self.back = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                None => {
-                    if let Some((sender, pool)) = self.back.take() {
-                        if let Some(pool) = pool.upgrade() {
-                            pool.give_back(sender);
-                        }
-                    }
+                Ok(None) if this.framing == Framing::Done => {
+                    this.finish_if_done();
                     return Poll::Ready(None);
                 }
+                Ok(None) => {}
+                Err(e) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
             }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(n)) if n > 0 => {}
+                Poll::Ready(Ok(_)) if this.framing == Framing::UntilClose => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(result) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    let e = result.err().unwrap_or_else(|| {
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "closed in mid-answer")
+                    });
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -308,5 +640,65 @@ mod tests {
         assert_eq!(c.inner.prefix, "/ollama");
         assert!(Client::new("ftp://x", Duration::from_secs(1)).is_err());
         assert!(Client::new("not a url", Duration::from_secs(1)).is_err());
+    }
+
+    fn head(text: &str) -> Head {
+        let mut buf = BytesMut::from(text);
+        let parsed = parse_head(&mut buf).unwrap().expect("complete head");
+        assert!(buf.is_empty());
+        parsed
+    }
+
+    #[test]
+    fn heads_choose_framing_and_reuse() {
+        let (status, headers, framing, reusable) =
+            head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: b\r\n\r\n");
+        assert_eq!(
+            (status, framing, reusable),
+            (200, Framing::Length(12), true)
+        );
+        assert_eq!(headers["x-a"], "b");
+        let (_, _, framing, _) =
+            head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(framing, Framing::Chunked(Chunk::Size));
+        let (_, _, framing, reusable) = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((framing, reusable), (Framing::UntilClose, false));
+        let (_, _, _, reusable) =
+            head("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        assert!(!reusable);
+        let (_, _, _, reusable) = head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(!reusable);
+        let mut partial = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
+        assert!(parse_head(&mut partial).unwrap().is_none());
+        let mut bad =
+            BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert!(parse_head(&mut bad).is_err());
+    }
+
+    /// Feeds `wire` to a chunked decoder in pieces of `step` bytes; returns the data.
+    fn dechunk(wire: &[u8], step: usize) -> io::Result<(Vec<u8>, Framing)> {
+        let mut buf = BytesMut::new();
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut out = Vec::new();
+        for piece in wire.chunks(step) {
+            buf.extend_from_slice(piece);
+            while let Some(data) = decode(&mut framing, &mut buf)? {
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok((out, framing))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_boundaries() {
+        let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for step in [1, 2, 3, 7, wire.len()] {
+            let (data, framing) = dechunk(wire, step).unwrap();
+            assert_eq!(data, b"hello, world", "step {step}");
+            assert_eq!(framing, Framing::Done, "step {step}");
+        }
+        assert!(dechunk(b"zz\r\n", 4).is_err());
+        assert!(dechunk(b"2\r\nabc\r\n", 8).is_err());
+        assert!(dechunk(&[b'1'; CHUNK_LINE_MAX + 2], CHUNK_LINE_MAX + 2).is_err());
     }
 }

@@ -19,7 +19,7 @@ use crate::error::{ErrorKind, GatewayError};
 pub use client::Client;
 
 /// A response body as it arrives from the upstream.
-pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>>>>;
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>>>>;
 
 /// One client per backend, built per worker (clients are not `Send`). A backend whose URL
 /// cannot be used has none, and calls to it fail as a protocol error.
