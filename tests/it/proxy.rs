@@ -290,6 +290,24 @@ async fn upstream_connections_are_reused() {
     assert_released(&gw).await;
 }
 
+/// A body larger than one write (the head goes first, then the body) arrives intact, and
+/// the connection serves the next call.
+#[actix_web::test]
+async fn large_bodies_reach_the_upstream_intact() {
+    let a = sim("a", "24GiB").await;
+    let gw = gateway(config_for(&[(&a, "a", 1, None)], "")).await;
+    let text: String = (0..40_000).map(|i| format!("{i} ")).collect();
+    assert!(text.len() > 200_000);
+    let (status, _, body, _) = chat(&gw.url(), "qwen3:8b", &text, false).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = a.state.stats()["last_requests"]["/api/chat"]["body"]["messages"][0]["content"]
+        .as_str()
+        .map(str::len);
+    assert_eq!(seen, Some(text.len()));
+    let (status, _, _, _) = chat(&gw.url(), "qwen3:8b", "small after large", false).await;
+    assert_eq!(status, 200);
+}
+
 /// Connections the upstream closed while idle (here: it restarted) are not reused.
 #[actix_web::test]
 async fn a_restarted_upstream_gets_fresh_connections() {
