@@ -90,10 +90,12 @@ impl How {
 }
 
 type Slot = watch::Receiver<Option<Arc<Answer>>>;
+type Publisher = watch::Sender<Option<Arc<Answer>>>;
 
 enum Entry {
-    /// A leader is running; its answer arrives on the channel.
-    Running(Slot),
+    /// A leader is running. Its answer goes out on the channel that the first follower
+    /// made: a request without duplicates (nearly all of them) never makes one.
+    Running(Option<Publisher>),
     /// A successful answer and when it was published.
     Done(Instant, Arc<Answer>),
 }
@@ -187,28 +189,29 @@ impl Dedup {
         let mut t = self.table.lock();
         t.expire(now, self.window);
         let t = &mut *t;
-        // Made before the lookup so one lookup serves every case; only duplicates (the rare
-        // case) drop it unused.
-        let (tx, slot) = watch::channel(None);
         match t.entries.entry(key) {
-            MapEntry::Occupied(mut e) => match e.get() {
-                Entry::Running(rx) => return Turn::Wait(rx.clone()),
+            MapEntry::Occupied(mut e) => match e.get_mut() {
+                Entry::Running(Some(tx)) => return Turn::Wait(tx.subscribe()),
+                Entry::Running(none) => {
+                    let (tx, slot) = watch::channel(None);
+                    *none = Some(tx);
+                    return Turn::Wait(slot);
+                }
                 Entry::Done(at, a) if now.duration_since(*at) < self.window => {
                     return Turn::Recent(a.clone());
                 }
                 Entry::Done(_, a) => {
                     t.kept_bytes -= cost(a);
-                    e.insert(Entry::Running(slot));
+                    e.insert(Entry::Running(None));
                 }
             },
             MapEntry::Vacant(e) => {
-                e.insert(Entry::Running(slot));
+                e.insert(Entry::Running(None));
             }
         }
         Turn::Lead(Leader {
             dedup: self,
             key,
-            tx,
             answer: None,
         })
     }
@@ -222,21 +225,30 @@ impl Dedup {
         self.len() == 0
     }
 
-    /// Called once per leader, when it is dropped: keep a successful answer, remove the rest.
-    fn settle(&self, key: &Key, answer: Option<&Arc<Answer>>) {
+    /// Called once per leader, when it is dropped: keep a successful answer, remove the
+    /// rest. Returns the channel its followers wait on, if any came.
+    fn settle(&self, key: &Key, answer: Option<&Arc<Answer>>) -> Option<Publisher> {
         let now = Instant::now();
         let mut t = self.table.lock();
         t.expire(now, self.window);
         let keep =
             answer.filter(|a| a.status.is_success() && t.kept_bytes + cost(a) <= MAX_KEPT_BYTES);
         // Only this leader replaces or removes its running entry, so the entry is its own.
-        match keep {
+        let old = match keep {
             Some(a) => {
                 t.kept_bytes += cost(a);
-                t.entries.insert(*key, Entry::Done(now, a.clone()));
                 t.kept.push_back((now, *key));
+                t.entries.insert(*key, Entry::Done(now, a.clone()))
             }
-            None => t.forget(key),
+            None => t.entries.remove(key),
+        };
+        match old {
+            Some(Entry::Running(tx)) => tx,
+            Some(Entry::Done(_, a)) => {
+                t.kept_bytes -= cost(&a);
+                None
+            }
+            None => None,
         }
     }
 }
@@ -246,7 +258,6 @@ impl Dedup {
 pub struct Leader<'a> {
     dedup: &'a Dedup,
     key: Key,
-    tx: watch::Sender<Option<Arc<Answer>>>,
     answer: Option<Arc<Answer>>,
 }
 
@@ -260,11 +271,11 @@ impl Leader<'_> {
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        self.dedup.settle(&self.key, self.answer.as_ref());
-        if let Some(a) = self.answer.take() {
-            self.tx.send_replace(Some(a));
+        let followers = self.dedup.settle(&self.key, self.answer.as_ref());
+        if let (Some(tx), Some(a)) = (&followers, self.answer.take()) {
+            tx.send_replace(Some(a));
         }
-        // Without an answer the sender closes here, which wakes every follower.
+        // Without an answer the channel closes here, which wakes every follower.
     }
 }
 
