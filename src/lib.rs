@@ -32,7 +32,6 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::routing::aliases::Aliases;
 use crate::store::Store;
-use crate::store::logs::RequestRecord;
 use crate::upstream::UpstreamClients;
 
 /// Everything the handlers share, built once before the HTTP server starts.
@@ -127,39 +126,6 @@ impl Gateway {
 
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
-    }
-
-    /// Final accounting of one request: a row for the request log, never waiting on it.
-    pub fn record(&self, tally: &api::forward::Tally) {
-        let ctx = &tally.ctx;
-        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        let body_len = ctx.body.as_ref().map_or(0, |b| b.len());
-        let (tokens_in, tokens_out, estimated) = match tally.tokens {
-            Some((i, o)) => (i, o, false),
-            // Never reached a backend: nothing was consumed.
-            None if tally.backend.is_empty() => (0, 0, false),
-            None => (ir::estimate_tokens(body_len), 0, true),
-        };
-        self.logs.submit(RequestRecord {
-            request_id: ctx.request_id.clone(),
-            time: chrono::Utc::now(),
-            user: ctx.user.clone(),
-            client_ip: some(&ctx.client_ip),
-            dialect: ctx.dialect.label().to_string(),
-            model_requested: ctx.requested_model.clone(),
-            model_served: some(&tally.served_model),
-            backend: some(&tally.backend),
-            key_id: tally.key_id.clone(),
-            status: tally.status,
-            tokens_in,
-            tokens_out,
-            tokens_estimated: estimated,
-            ttfb_ms: tally.ttfb.map(|t| t.as_millis() as u64),
-            duration_ms: ctx.started.elapsed().as_millis() as u64,
-            error: tally.error.clone(),
-            category: ctx.category.clone(),
-            body: ctx.body.clone(),
-        });
     }
 }
 

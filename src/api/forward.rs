@@ -317,6 +317,41 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Final accounting of one request: its request-log row, made of this tally's own
+    /// strings (it is being dropped), submitted without waiting.
+    fn take_record(&mut self) -> crate::actors::log_writer::RequestRecord {
+        let take = std::mem::take::<String>;
+        let some = |s: &mut String| (!s.is_empty()).then(|| take(s));
+        let body_len = self.ctx.body.as_ref().map_or(0, |b| b.len());
+        let (tokens_in, tokens_out, estimated) = match self.tokens {
+            Some((i, o)) => (i, o, false),
+            // Never reached a backend: nothing was consumed.
+            None if self.backend.is_empty() => (0, 0, false),
+            None => (crate::ir::estimate_tokens(body_len), 0, true),
+        };
+        let ctx = &mut self.ctx;
+        crate::actors::log_writer::RequestRecord {
+            request_id: take(&mut ctx.request_id),
+            time: chrono::Utc::now(),
+            user: take(&mut ctx.user),
+            client_ip: some(&mut ctx.client_ip),
+            dialect: ctx.dialect.label().to_string(),
+            model_requested: take(&mut ctx.requested_model),
+            model_served: some(&mut self.served_model),
+            backend: some(&mut self.backend),
+            key_id: self.key_id.take(),
+            status: self.status,
+            tokens_in,
+            tokens_out,
+            tokens_estimated: estimated,
+            ttfb_ms: self.ttfb.map(|t| t.as_millis() as u64),
+            duration_ms: ctx.started.elapsed().as_millis() as u64,
+            error: self.error.take(),
+            category: ctx.category.take(),
+            body: ctx.body.take(),
+        }
+    }
+
     pub fn new(gw: web::Data<Gateway>, ctx: Ctx) -> Tally {
         Tally {
             gw,
@@ -371,9 +406,18 @@ impl Drop for Tally {
         } else {
             &self.backend
         };
-        let status = self.status.to_string();
+        // Three-digit statuses (all of them, in practice) without a String per request.
+        let digits = [100, 10, 1].map(|d| b'0' + (self.status / d % 10) as u8);
+        let other;
+        let status = match std::str::from_utf8(&digits) {
+            Ok(three) if (100..1000).contains(&self.status) => three,
+            _ => {
+                other = self.status.to_string();
+                other.as_str()
+            }
+        };
         m.requests
-            .with_label_values(&[dialect, model, backend, status.as_str()])
+            .with_label_values(&[dialect, model, backend, status])
             .inc();
         m.request_duration
             .with_label_values(&[dialect, model])
@@ -404,7 +448,9 @@ impl Drop for Tally {
                 actix_web::rt::spawn(async move { gw.limiter.reconcile_shared(correction).await });
             }
         }
-        self.gw.record(self);
+        // Last: the log row takes the strings over instead of copying them.
+        let row = self.take_record();
+        self.gw.logs.submit(row);
     }
 }
 

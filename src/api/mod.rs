@@ -163,13 +163,26 @@ pub fn with_served_headers(
     if let Some((tin, tout)) = tally.tokens {
         resp.extensions_mut().insert(dedup::Spent(tin, tout));
     }
+    // Names and fixed values are static: nothing to parse or check per request.
     if let Some(c) = tally.ctx.category.as_deref() {
-        resp.insert_header(("x-corral-category", c));
+        resp.insert_header((HeaderName::from_static("x-corral-category"), c));
     }
-    resp.insert_header(("x-corral-backend", served.backend().name.as_str()))
-        .insert_header(("x-corral-model", served.model.as_str()))
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"));
+    resp.insert_header((
+        HeaderName::from_static("x-corral-backend"),
+        served.backend().name.as_str(),
+    ))
+    .insert_header((
+        HeaderName::from_static("x-corral-model"),
+        served.model.as_str(),
+    ))
+    .insert_header((
+        actix_web::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    ))
+    .insert_header((
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    ));
 }
 
 /// The model to place for `requested`: aliases first, then the virtual `auto` model, which
