@@ -109,7 +109,9 @@ class State:
     def _seed_history(self):
         rnd = random.Random(7)
         this_minute = int(now() // 60)
-        for m in range(this_minute - 1440, this_minute):
+        # The oldest hour stays empty: a synthesized minute leaving the sliding 24 h window
+        # would make the counters drop while a test waits for them to rise.
+        for m in range(this_minute - 1380, this_minute):
             hour = (m // 60) % 24
             load = 0.3 + 0.7 * abs(((hour + 6) % 24) - 12) / 12  # a day/night curve
             row = {}
