@@ -685,15 +685,16 @@ impl SimState {
         self.counters.completed_streams.load(Ordering::SeqCst)
     }
 
-    /// Model loads so far (first use, reload after eviction or expiry).
     pub fn connection_opened(&self) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.counters.connections.load(Ordering::Relaxed)
     }
 
+    /// Model loads so far (first use, reload after eviction or expiry).
     pub fn loads(&self) -> u64 {
         self.counters.loads.load(Ordering::Relaxed)
     }
