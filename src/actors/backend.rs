@@ -631,11 +631,7 @@ async fn get_json(
             ));
         }
         Ok(Err(e)) => {
-            let reason = match e {
-                upstream::client::Error::ConnectTimeout => FailureReason::Timeout,
-                upstream::client::Error::Connect(_) => FailureReason::Connect,
-                _ => FailureReason::Protocol,
-            };
+            let reason = upstream::failure_reason(&e);
             return Err(fail(reason, None, format!("GET {path}: {e}")));
         }
         Ok(Ok(resp)) => resp,

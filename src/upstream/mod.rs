@@ -164,13 +164,20 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// Why a call that got no answer head failed, for health and failover.
+pub fn failure_reason(e: &client::Error) -> FailureReason {
+    match e {
+        client::Error::ConnectTimeout => FailureReason::Timeout,
+        client::Error::Connect(_) => FailureReason::Connect,
+        client::Error::BadUrl(_) | client::Error::Exchange(_) => FailureReason::Protocol,
+    }
+}
+
 fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
-    let (kind, reason) = match &e {
-        client::Error::ConnectTimeout => (ErrorKind::UpstreamTimeout, FailureReason::Timeout),
-        client::Error::Connect(_) => (ErrorKind::UpstreamConnect, FailureReason::Connect),
-        client::Error::BadUrl(_) | client::Error::Exchange(_) => {
-            (ErrorKind::UpstreamConnect, FailureReason::Protocol)
-        }
+    let reason = failure_reason(&e);
+    let kind = match reason {
+        FailureReason::Timeout => ErrorKind::UpstreamTimeout,
+        _ => ErrorKind::UpstreamConnect,
     };
     Failure::new(
         GatewayError::new(kind, format!("backend {}: {e}", backend.name)),
