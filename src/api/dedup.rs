@@ -115,8 +115,20 @@ fn cost(a: &Answer) -> usize {
 impl Table {
     /// Removes the entry of `key`, whatever it holds.
     fn forget(&mut self, key: &Key) {
-        if let Some(Entry::Done(_, a)) = self.entries.remove(key) {
-            self.kept_bytes -= cost(&a);
+        if let Some(old) = self.entries.remove(key) {
+            self.dispose(old);
+        }
+    }
+
+    /// Accounts for an entry taken out of the map: a kept answer frees its bytes, a
+    /// running one hands back its followers' channel, if any came.
+    fn dispose(&mut self, old: Entry) -> Option<Publisher> {
+        match old {
+            Entry::Running(followers) => followers,
+            Entry::Done(_, a) => {
+                self.kept_bytes -= cost(&a);
+                None
+            }
         }
     }
 
@@ -242,14 +254,7 @@ impl Dedup {
             }
             None => t.entries.remove(key),
         };
-        match old {
-            Some(Entry::Running(tx)) => tx,
-            Some(Entry::Done(_, a)) => {
-                t.kept_bytes -= cost(&a);
-                None
-            }
-            None => None,
-        }
+        old.and_then(|old| t.dispose(old))
     }
 }
 
