@@ -207,7 +207,7 @@ impl Client {
             }
         };
         let framing = if method == Method::HEAD || matches!(status, 204 | 304) {
-            Framing::Length(0)
+            Framing::Done
         } else {
             framing
         };
@@ -386,6 +386,7 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
     buf.advance(len);
     let framing = match (chunked, length) {
         (true, _) => Framing::Chunked(Chunk::Size),
+        (false, Some(0)) => Framing::Done,
         (false, Some(n)) => Framing::Length(n),
         (false, None) => {
             reusable = false;
@@ -398,7 +399,7 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
 /// How the body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
-    /// This many bytes are left.
+    /// This many bytes are left (more than none).
     Length(u64),
     Chunked(Chunk),
     /// Until the upstream closes the connection.
@@ -431,10 +432,9 @@ pub struct Body {
 impl Body {
     /// At the end: the connection goes back to its pool when it can carry another call.
     fn finish_if_done(&mut self) {
-        if self.framing != Framing::Done && self.framing != Framing::Length(0) {
+        if self.framing != Framing::Done {
             return;
         }
-        self.framing = Framing::Done;
         let conn = self.conn.take();
         if let (Some(conn), Some(pool), true) = (conn, self.pool.upgrade(), self.reusable) {
             if conn.buf.is_empty() {
@@ -457,16 +457,17 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> io::Result<Option<Bytes>
     loop {
         match *framing {
             Framing::Done => return Ok(None),
-            Framing::Length(0) => {
-                *framing = Framing::Done;
-                return Ok(None);
-            }
             Framing::Length(left) => {
                 if buf.is_empty() {
                     return Ok(None);
                 }
                 let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                *framing = Framing::Length(left - n as u64);
+                let rest = left - n as u64;
+                *framing = if rest == 0 {
+                    Framing::Done
+                } else {
+                    Framing::Length(rest)
+                };
                 return Ok(Some(buf.split_to(n).freeze()));
             }
             Framing::UntilClose => {
