@@ -2,6 +2,11 @@
 """`make bench`: corral against a bare nginx hop and against calling `corral sim` directly,
 all in the same run, at concurrency 1, 8 and 64, non-streaming and streaming (20 chunks).
 
+Each cell (workload, concurrency, target) is measured in `BENCH_ROUNDS` short runs, the
+targets interleaved and their order rotated from round to round, and the median run is
+reported: on a shared 2-core machine a single run of one target can land in a slow spell
+that the others missed, and the ratios would then say more about the spell than the proxy.
+
 Only loopback traffic; every load run is bounded by wrk's duration; every process started
 here is stopped by its PID.
 """
@@ -21,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORRAL = os.environ.get("CORRAL_BIN", str(ROOT / "target" / "release" / "corral"))
-DURATION = os.environ.get("BENCH_DURATION", "5s")
+DURATION = os.environ.get("BENCH_DURATION", "3s")
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
 CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,64").split(",")]
 SEQ = "@SEQ@"  # replaced per request by wrk (see `wrk`)
 
@@ -194,16 +200,30 @@ poll_interval = "2s"
         except Exception:
             pass
 
-    results = {}
+    runs = {}
     peak_rss = idle_rss
     for name, path, body, who in rows:
         for c in CONCURRENCY:
-            for t in who:
-                h = headers if t == "corral" else {}
-                results[(name, c, t)] = wrk(targets[t] + path, json.dumps(body), h, c, workdir)
-                if t == "corral":
-                    peak_rss = max(peak_rss, rss_kib(gw.pid))
-    report(results, rows, idle_rss, peak_rss)
+            for r in range(ROUNDS):
+                for t in who[r % len(who):] + who[:r % len(who)]:
+                    h = headers if t == "corral" else {}
+                    run = wrk(targets[t] + path, json.dumps(body), h, c, workdir)
+                    runs.setdefault((name, c, t), []).append(run)
+                    if t == "corral":
+                        peak_rss = max(peak_rss, rss_kib(gw.pid))
+    report({k: median_run(v) for k, v in runs.items()}, rows, idle_rss, peak_rss, runs)
+
+
+def median(xs):
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def median_run(runs):
+    """Each figure's median over the rounds; non-2xx answers are summed."""
+    return {"rps": median([r["rps"] for r in runs]), "p50": median([r["p50"] for r in runs]),
+            "p99": median([r["p99"] for r in runs]), "non2xx": sum(r["non2xx"] for r in runs)}
 
 
 def supports(url, body, headers):
@@ -221,8 +241,9 @@ def post(url, body, headers):
         return r.read()
 
 
-def report(results, rows, idle_rss, peak_rss):
+def report(results, rows, idle_rss, peak_rss, runs):
     print()
+    print(f"median of {ROUNDS} interleaved runs of {DURATION} per cell")
     print(f"{'workload':<20} {'c':>3} {'target':<7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'+p50 ms':>8} {'non2xx':>6}")
     for name, _, _, who in rows:
@@ -243,13 +264,22 @@ def report(results, rows, idle_rss, peak_rss):
             n_add, g_add = n["p50"] - d["p50"], g["p50"] - d["p50"]
             ratio_add = g_add / n_add if n_add > 0 else float("inf")
             print(f"  {name:<20} c={c:<3} throughput corral/nginx = {g['rps'] / n['rps']:.2f}   "
-                  f"added p50 corral {g_add:.3f} ms vs nginx {n_add:.3f} ms (x{ratio_add:.2f})")
+                  f"added p50 corral {g_add:.3f} ms vs nginx {n_add:.3f} ms (x{ratio_add:.2f})"
+                  f"{round_spread(runs, name, c)}")
     if any(n == "anthropic SSE 20" for n, *_ in rows):
         for c in CONCURRENCY:
             o, a = results[("ollama stream 20", c, "corral")], results[("anthropic SSE 20", c, "corral")]
             print(f"  translation NDJSON->Anthropic SSE c={c:<3} p50 {a['p50'] - o['p50']:+.3f} ms "
                   f"vs Ollama passthrough")
     print(f"corral RSS: idle {idle_rss / 1024:.1f} MiB, under load {peak_rss / 1024:.1f} MiB")
+
+
+def round_spread(runs, name, c):
+    """The per-round throughput ratios, so one can see how far a single run could mislead."""
+    if ROUNDS < 2:
+        return ""
+    ratios = [g["rps"] / n["rps"] for n, g in zip(runs[(name, c, "nginx")], runs[(name, c, "corral")])]
+    return f"   rounds: throughput {min(ratios):.2f}-{max(ratios):.2f}"
 
 
 if __name__ == "__main__":
