@@ -1,14 +1,19 @@
 //! Request log rows and per-minute usage aggregates: batched idempotent inserts, queries, pruning.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+
 use std::io::{Read, Write};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, DurationRound, NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, DurationRound, NaiveDateTime, SubsecRound, Timelike, Utc};
+use diesel::expression::AsExpression;
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::Timestamp;
+use diesel::sqlite::Sqlite;
 use diesel::upsert::excluded;
 use serde_json::{Value, json};
 
@@ -58,13 +63,65 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A request's time, stored as each database stores a `Timestamp`. SQLite keeps it as
+/// text, which diesel writes through chrono's strftime parser: a tenth of the writer's
+/// time under load. This writes the same text (`%F %T%.f`) directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression)]
+#[diesel(sql_type = Timestamp)]
+pub struct LogTime(pub NaiveDateTime);
+
+impl ToSql<Timestamp, Sqlite> for LogTime {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(sqlite_timestamp(self.0));
+        Ok(IsNull::No)
+    }
+}
+
+impl ToSql<Timestamp, Pg> for LogTime {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        ToSql::<Timestamp, Pg>::to_sql(&self.0, &mut out.reborrow())
+    }
+}
+
+/// `t` as chrono's `%F %T%.f` writes it: the fraction has 0, 3, 6 or 9 digits, the fewest
+/// that hold it exactly. Years outside 0..=9999 (never a request's) go through chrono.
+fn sqlite_timestamp(t: NaiveDateTime) -> String {
+    if !(0..=9999).contains(&t.year()) {
+        return t.format("%F %T%.f").to_string();
+    }
+    let nanos = t.nanosecond() % 1_000_000_000;
+    let (fraction, digits) = match nanos {
+        0 => (0, 0),
+        n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+        n if n % 1_000 == 0 => (n / 1_000, 6),
+        n => (n, 9),
+    };
+    let mut s = String::with_capacity(30);
+    let num = |s: &mut String, sep: Option<char>, v: u32, width: u32| {
+        s.extend(sep);
+        for p in (0..width).rev() {
+            s.push(char::from(b'0' + (v / 10u32.pow(p) % 10) as u8));
+        }
+    };
+    num(&mut s, None, t.year() as u32, 4);
+    num(&mut s, Some('-'), t.month(), 2);
+    num(&mut s, Some('-'), t.day(), 2);
+    num(&mut s, Some(' '), t.hour(), 2);
+    num(&mut s, Some(':'), t.minute(), 2);
+    num(&mut s, Some(':'), t.second(), 2);
+    if digits > 0 {
+        num(&mut s, Some('.'), fraction, digits);
+    }
+    s
+}
+
 /// A record ready for the database: body compressed, times truncated to what both
 /// databases keep.
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = request_logs, treat_none_as_default_value = false)]
 pub struct LogRow {
     pub request_id: String,
-    pub time: NaiveDateTime,
+    pub time: LogTime,
     pub user_name: String,
     pub client_ip: Option<String>,
     pub dialect: String,
@@ -92,7 +149,7 @@ impl LogRow {
             None
         };
         LogRow {
-            time: r.time.naive_utc().trunc_subsecs(6),
+            time: LogTime(r.time.naive_utc().trunc_subsecs(6)),
             request_id: r.request_id,
             user_name: r.user,
             client_ip: r.client_ip,
@@ -153,13 +210,16 @@ pub fn floor_minute(t: NaiveDateTime) -> NaiveDateTime {
 
 /// Sums rows into per-minute aggregates keyed like `usage_minute`'s primary key.
 pub fn aggregate<'a>(rows: impl IntoIterator<Item = &'a LogRow>) -> Vec<UsageRow> {
-    let mut acc: HashMap<(NaiveDateTime, &str, &str, &str, &str), UsageRow> = HashMap::new();
+    // Hashed once per row: foldhash rather than the default SipHash, which was most of
+    // the cost of aggregating.
+    let mut acc: hashbrown::HashMap<(NaiveDateTime, &str, &str, &str, &str), UsageRow> =
+        hashbrown::HashMap::new();
     for r in rows {
         // Unrouted requests are kept under `-`: unknown client model names make no series.
         let model = r.model_served.as_deref().unwrap_or("-");
         let backend = r.backend.as_deref().unwrap_or("");
         let key_id = r.key_id.as_deref().unwrap_or("");
-        let minute = floor_minute(r.time);
+        let minute = floor_minute(r.time.0);
         let u = acc
             .entry((minute, model, &r.user_name, backend, key_id))
             .or_insert_with(|| UsageRow {
@@ -184,11 +244,13 @@ pub fn aggregate<'a>(rows: impl IntoIterator<Item = &'a LogRow>) -> Vec<UsageRow
 /// Rows per INSERT statement: 500 rows of 18 binds stay below both databases' limits
 /// (Postgres 65535, SQLite 32766).
 const ROWS_PER_STATEMENT: usize = 500;
-/// Inserts the whole `$n`-row chunks of `$rest` with one fixed-size multi-row
-/// `INSERT … ON CONFLICT DO NOTHING` each and leaves the remainder in `$rest`. The SQL of a
-/// fixed size never changes, so SQLite parses it once per connection (a statement of any
-/// other length is parsed anew, and that was half the writer's time); a ladder of sizes
-/// (128, 16, 1) keeps the remainder short.
+/// Inserts the whole `$n`-row chunks of `$rest` with one fixed-size multi-row `INSERT`
+/// each and leaves the remainder in `$rest`. A fixed size gives a statement diesel caches
+/// by type: it is neither rebuilt as SQL text nor parsed again per batch (a statement of
+/// any other length is both, and that was half the writer's time). No `ON CONFLICT`: it
+/// would make diesel rebuild the text every time, and the caller's write-locked
+/// transaction has already left out rows that are stored. A ladder of sizes (128, 16, 1)
+/// keeps the remainder short.
 macro_rules! sqlite_chunks {
     ($c:expr, $rest:ident, $n:literal) => {{
         let mut inserted = 0;
@@ -197,7 +259,6 @@ macro_rules! sqlite_chunks {
             if let Ok(chunk) = <&[LogRow; $n]>::try_from(chunk) {
                 inserted += diesel::insert_into(request_logs::table)
                     .values(chunk)
-                    .on_conflict_do_nothing()
                     .execute($c)?;
             }
         }
@@ -216,8 +277,8 @@ macro_rules! fresh_rows {
             .filter(request_logs::request_id.eq_any(&ids))
             .load::<String>($c)
             .map(|stored| {
-                let stored: HashSet<String> = stored.into_iter().collect();
-                let mut seen = HashSet::new();
+                let stored: hashbrown::HashSet<String> = stored.into_iter().collect();
+                let mut seen = hashbrown::HashSet::new();
                 let keep: Vec<bool> = rows
                     .iter()
                     .map(|r| !stored.contains(&r.request_id) && seen.insert(r.request_id.as_str()))
@@ -302,7 +363,9 @@ pub fn insert_batch(conn: &mut DbConnection, rows: &[LogRow]) -> Result<usize, S
         return Ok(0);
     }
     let n = match conn {
-        DbConnection::Sqlite(c) => c.transaction(|c| {
+        // Write-locked from the start, so no other connection can store one of the fresh
+        // rows between the check and the inserts.
+        DbConnection::Sqlite(c) => c.immediate_transaction(|c| {
             let fresh = fresh_rows!(c, rows)?;
             let mut rest: &[LogRow] = &fresh;
             let mut n = sqlite_chunks!(c, rest, 128);
@@ -310,7 +373,6 @@ pub fn insert_batch(conn: &mut DbConnection, rows: &[LogRow]) -> Result<usize, S
             for row in rest {
                 n += diesel::insert_into(request_logs::table)
                     .values(row)
-                    .on_conflict_do_nothing()
                     .execute(c)?;
             }
             upsert_usage!(c, fresh.iter())?;
@@ -514,6 +576,25 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        let at = |secs: i64, nanos: u32| DateTime::from_timestamp(secs, nanos).unwrap().naive_utc();
+        for t in [
+            at(1_700_000_000, 0),
+            at(1_700_000_000, 500_000_000),
+            at(1_700_000_000, 123_456_000),
+            at(1_700_000_000, 7_000),
+            at(1_700_000_000, 123_456_789),
+            at(0, 1),
+            at(-62_135_596_800, 0),
+            at(253_402_300_799, 999_999_000),
+            at(253_402_300_800, 0),
+            at(-62_135_596_801, 0),
+        ] {
+            assert_eq!(sqlite_timestamp(t), t.format("%F %T%.f").to_string());
+        }
+    }
+
+    #[test]
     fn aggregates_by_minute_and_model() {
         // 1_700_000_000 is 22:13:20; +30 s stays in that minute, +50 s crosses into the next.
         let rows = [
@@ -548,7 +629,7 @@ mod tests {
             gunzip(r.body.as_deref().unwrap()).unwrap(),
             b"{\"model\":\"x\"}"
         );
-        assert_eq!(r.time.and_utc().timestamp_subsec_nanos(), 500_000_000);
+        assert_eq!(r.time.0.and_utc().timestamp_subsec_nanos(), 500_000_000);
         let kept = LogRow::from_record(RequestRecord::default(), false);
         assert!(kept.body.is_none());
     }
