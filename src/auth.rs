@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{AUTHORIZATION, HeaderMap};
+use actix_web::http::header::{AUTHORIZATION, HeaderMap, HeaderName};
 use parking_lot::RwLock;
 use subtle::ConstantTimeEq;
 
@@ -123,7 +123,7 @@ impl Authenticator {
     /// unless anonymous access is allowed.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GatewayError> {
         let candidates = candidates(headers);
-        for token in &candidates {
+        for token in candidates.iter().copied() {
             if let Lookup::Found(p) = self.lookup(token).await? {
                 return Ok(p);
             }
@@ -238,7 +238,7 @@ impl Authenticator {
 }
 
 /// Well-formed tokens from `Authorization: Bearer` then `x-api-key`, in that order.
-fn candidates(headers: &HeaderMap) -> Vec<String> {
+fn candidates(headers: &HeaderMap) -> Vec<&str> {
     let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -247,20 +247,24 @@ fn candidates(headers: &HeaderMap) -> Vec<String> {
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
     let api_key = headers
-        .get("x-api-key")
+        .get(X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let mut out: Vec<String> = Vec::with_capacity(2);
+    let mut out = Vec::with_capacity(2);
     for t in [bearer, api_key].into_iter().flatten() {
-        if looks_like_token(t) && !out.iter().any(|o| o == t) {
-            out.push(t.to_string());
+        if looks_like_token(t) && !out.contains(&t) {
+            out.push(t);
         }
     }
     out
 }
 
+/// A static name: looking a header up by `&str` parses (and, for a name outside the
+/// standard set, allocates) the name on every request.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 fn has_credentials(headers: &HeaderMap) -> bool {
-    headers.contains_key(AUTHORIZATION) || headers.contains_key("x-api-key")
+    headers.contains_key(AUTHORIZATION) || headers.contains_key(X_API_KEY)
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::http::StatusCode;
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use parking_lot::Mutex;
@@ -185,8 +185,8 @@ impl Dedup {
             ctx.user.as_bytes(),
             req.path().as_bytes(),
             // Sent on to Anthropic upstreams, where they change the answer.
-            header("anthropic-version"),
-            header("anthropic-beta"),
+            header(HeaderName::from_static("anthropic-version")),
+            header(HeaderName::from_static("anthropic-beta")),
         ] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);

@@ -33,6 +33,8 @@ pub struct RequestId(pub String);
 /// 4 × 8 KiB); larger heads get 431 in the dialect of the path.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Gives every request an id (the client's, when it is short and plain) and echoes it, and
 /// refuses oversized request heads before any handler runs. One middleware rather than two:
 /// each `from_fn` layer costs every request a boxed future.
@@ -42,7 +44,7 @@ pub async fn request_head(
 ) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
     let given = req
         .headers()
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|s| {
             !s.is_empty()
@@ -58,6 +60,7 @@ pub async fn request_head(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
+    let echo = HeaderValue::from_str(&id).ok();
     let mut res = if size > MAX_HEADER_BYTES {
         let e = GatewayError::bad_request(format!(
             "request headers are {size} bytes; the limit is {MAX_HEADER_BYTES}"
@@ -66,12 +69,11 @@ pub async fn request_head(
         *resp.status_mut() = actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
         req.into_response(resp).map_into_right_body()
     } else {
-        req.extensions_mut().insert(RequestId(id.clone()));
+        req.extensions_mut().insert(RequestId(id));
         next.call(req).await?.map_into_left_body()
     };
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), v);
+    if let Some(v) = echo {
+        res.headers_mut().insert(X_REQUEST_ID, v);
     }
     Ok(res)
 }
@@ -101,7 +103,7 @@ pub async fn read_body(
     };
     let declared = req
         .headers()
-        .get("content-length")
+        .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {

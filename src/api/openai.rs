@@ -1,5 +1,6 @@
 //! OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`.
 
+use actix_web::http::header::HeaderName;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::Gateway;
@@ -147,7 +148,8 @@ pub async fn model_entries(gw: &Gateway) -> Vec<ModelEntry> {
 }
 
 fn wants_anthropic(req: &HttpRequest) -> bool {
-    req.headers().contains_key("anthropic-version")
+    req.headers()
+        .contains_key(HeaderName::from_static("anthropic-version"))
 }
 
 #[derive(serde::Deserialize)]
