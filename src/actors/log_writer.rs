@@ -387,7 +387,7 @@ mod tests {
             request_id: id.into(),
             time: chrono::Utc::now(),
             user: "u".into(),
-            dialect: "ollama".into(),
+            dialect: "ollama",
             model_requested: "m".into(),
             status: 200,
             body: Some(bytes::Bytes::from_static(body)),

@@ -21,7 +21,7 @@ pub struct Ctx {
     pub dialect: Dialect,
     pub started: Instant,
     pub user: String,
-    pub client_ip: String,
+    pub client_ip: Option<std::net::IpAddr>,
     /// The model name the client sent, echoed back in answers.
     pub requested_model: String,
     /// Set for the virtual `auto` model.
@@ -39,10 +39,7 @@ impl Ctx {
             .get::<crate::api::RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        let client_ip = req
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        let client_ip = req.peer_addr().map(|a| a.ip());
         Ctx {
             request_id,
             dialect,
@@ -334,8 +331,8 @@ impl Tally {
             request_id: take(&mut ctx.request_id),
             time: chrono::Utc::now(),
             user: take(&mut ctx.user),
-            client_ip: some(&mut ctx.client_ip),
-            dialect: ctx.dialect.label().to_string(),
+            client_ip: ctx.client_ip,
+            dialect: ctx.dialect.label(),
             model_requested: take(&mut ctx.requested_model),
             model_served: some(&mut self.served_model),
             backend: some(&mut self.backend),

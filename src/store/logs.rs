@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,8 +28,10 @@ pub struct RequestRecord {
     pub request_id: String,
     pub time: DateTime<Utc>,
     pub user: String,
-    pub client_ip: Option<String>,
-    pub dialect: String,
+    /// An address and a label rather than strings: the writer thread formats them, off
+    /// the request path.
+    pub client_ip: Option<IpAddr>,
+    pub dialect: &'static str,
     pub model_requested: String,
     pub model_served: Option<String>,
     pub backend: Option<String>,
@@ -152,8 +155,8 @@ impl LogRow {
             time: LogTime(r.time.naive_utc().trunc_subsecs(6)),
             request_id: r.request_id,
             user_name: r.user,
-            client_ip: r.client_ip,
-            dialect: r.dialect,
+            client_ip: r.client_ip.map(|ip| ip.to_string()),
+            dialect: r.dialect.to_string(),
             model_requested: r.model_requested,
             model_served: r.model_served,
             backend: r.backend,
@@ -568,7 +571,7 @@ mod tests {
                 request_id: id.into(),
                 time: DateTime::from_timestamp(1_700_000_000 + secs, 500_000_123).unwrap(),
                 user: "alice".into(),
-                dialect: "openai".into(),
+                dialect: "openai",
                 model_requested: model.into(),
                 model_served: Some(model.into()),
                 status,
