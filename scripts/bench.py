@@ -26,8 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORRAL = os.environ.get("CORRAL_BIN", str(ROOT / "target" / "release" / "corral"))
-DURATION = os.environ.get("BENCH_DURATION", "3s")
-ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
+DURATION = os.environ.get("BENCH_DURATION", "2s")
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "5")))
 CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,64").split(",")]
 SEQ = "@SEQ@"  # replaced per request by wrk (see `wrk`)
 
