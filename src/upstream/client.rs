@@ -452,23 +452,31 @@ impl Body {
     }
 }
 
+/// At most `left` bytes off the front of `buf`, and how many of `left` remain after them;
+/// `None` while `buf` is empty. Both counted framings (a length, a chunk) read this way.
+fn take_counted(buf: &mut BytesMut, left: u64) -> Option<(Bytes, u64)> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+    Some((buf.split_to(n).freeze(), left - n as u64))
+}
+
 /// The next piece of body at the front of `buf`, if any; moves `framing` along.
 fn decode(framing: &mut Framing, buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
     loop {
         match *framing {
             Framing::Done => return Ok(None),
             Framing::Length(left) => {
-                if buf.is_empty() {
+                let Some((piece, rest)) = take_counted(buf, left) else {
                     return Ok(None);
-                }
-                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let rest = left - n as u64;
+                };
                 *framing = if rest == 0 {
                     Framing::Done
                 } else {
                     Framing::Length(rest)
                 };
-                return Ok(Some(buf.split_to(n).freeze()));
+                return Ok(Some(piece));
             }
             Framing::UntilClose => {
                 return Ok((!buf.is_empty()).then(|| buf.split().freeze()));
@@ -488,17 +496,15 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> io::Result<Option<Bytes>
                 });
             }
             Framing::Chunked(Chunk::Data(left)) => {
-                if buf.is_empty() {
+                let Some((piece, rest)) = take_counted(buf, left) else {
                     return Ok(None);
-                }
-                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let rest = left - n as u64;
+                };
                 *framing = Framing::Chunked(if rest == 0 {
                     Chunk::DataEnd
                 } else {
                     Chunk::Data(rest)
                 });
-                return Ok(Some(buf.split_to(n).freeze()));
+                return Ok(Some(piece));
             }
             Framing::Chunked(Chunk::DataEnd) => {
                 let Some(line) = take_line(buf)? else {
