@@ -3,9 +3,10 @@
 all in the same run, at concurrency 1, 8 and 64, non-streaming and streaming (20 chunks).
 
 Each cell (workload, concurrency, target) is measured in `BENCH_ROUNDS` short runs, the
-targets interleaved and their order rotated from round to round, and the median run is
-reported: on a shared 2-core machine a single run of one target can land in a slow spell
-that the others missed, and the ratios would then say more about the spell than the proxy.
+targets interleaved and their order rotated from round to round, and each figure's median
+over the rounds is reported: on a shared 2-core machine a single run of one target can
+land in a slow spell that the others missed, and the ratios would then say more about the
+spell than the proxy.
 
 Only loopback traffic; every load run is bounded by wrk's duration; every process started
 here is stopped by its PID.
@@ -17,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -214,14 +216,9 @@ poll_interval = "2s"
     report({k: median_run(v) for k, v in runs.items()}, rows, idle_rss, peak_rss, runs)
 
 
-def median(xs):
-    xs = sorted(xs)
-    mid = len(xs) // 2
-    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
-
-
 def median_run(runs):
     """Each figure's median over the rounds; non-2xx answers are summed."""
+    median = statistics.median
     return {"rps": median([r["rps"] for r in runs]), "p50": median([r["p50"] for r in runs]),
             "p99": median([r["p99"] for r in runs]), "non2xx": sum(r["non2xx"] for r in runs)}
 
