@@ -153,11 +153,11 @@ impl Authenticator {
         let ttl = self.inner.ttl;
         let fresh = age.is_some_and(|a| a < ttl);
         let recent_miss_reload = age.is_some_and(|a| a < MISS_RELOAD_INTERVAL);
-        match (&hit, fresh) {
-            (Some(p), true) => return Ok(Lookup::Found(p.clone())),
-            (None, _) if recent_miss_reload => return Ok(Lookup::Unknown),
-            _ => {}
-        }
+        let hit = match hit {
+            Some(p) if fresh => return Ok(Lookup::Found(p)),
+            None if recent_miss_reload => return Ok(Lookup::Unknown),
+            stale => stale,
+        };
         match self.reload(age).await {
             Ok(()) => Ok(match self.cached(&digest).0 {
                 Some(p) => Lookup::Found(p),

@@ -68,10 +68,10 @@ impl FailureReason {
 }
 
 /// What the HTTP layer asks for: a model, minus the backends already tried for this request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlaceRequest {
-    pub model: String,
-    pub exclude: Vec<BackendId>,
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlaceRequest<'a> {
+    pub model: &'a str,
+    pub exclude: &'a [BackendId],
 }
 
 /// How one request on a backend ended.

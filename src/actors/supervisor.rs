@@ -37,6 +37,8 @@ const NO_CAPACITY_RETRY: Duration = Duration::from_secs(1);
 pub struct BackendInfo {
     pub id: BackendId,
     pub name: String,
+    /// `name` as the `x-corral-backend` answer header, made once (`None` if it cannot be one).
+    pub name_header: Option<actix_web::http::header::HeaderValue>,
     /// The configured URL without a trailing slash.
     pub base_url: String,
     pub config: BackendConfig,
@@ -189,8 +191,9 @@ pub struct Lease {
     ticket: Ticket,
     placer: SharedPlacer,
     inflight_gauge: Option<IntGauge>,
-    /// Passive health goes straight to the backend's actor.
-    actor: Option<Addr<BackendActor>>,
+    /// Passive health goes straight to the backend's actor (found by backend id: an
+    /// address clone costs two allocations, the shared list none).
+    actors: Arc<Vec<Addr<BackendActor>>>,
     health: Arc<Health>,
 }
 
@@ -246,7 +249,9 @@ impl Lease {
     }
 
     fn report(&self, outcome: Outcome) {
-        let Some(actor) = &self.actor else { return };
+        let Some(actor) = self.actors.get(self.backend.id) else {
+            return;
+        };
         actor.do_send(Report {
             backend: self.backend.id,
             model: self.model.clone(),
@@ -299,6 +304,7 @@ impl Fleet {
                     Arc::new(BackendInfo {
                         id,
                         name: b.name.clone(),
+                        name_header: actix_web::http::header::HeaderValue::from_str(&b.name).ok(),
                         base_url: b.url.trim_end_matches('/').to_string(),
                         config: b.clone(),
                     })
@@ -353,16 +359,16 @@ impl Fleet {
 
     /// Reserves a backend for `req.model`: 404-style `unknown_model` when no backend lists it,
     /// `NoCapacity` when none can take it now.
-    pub async fn place(&self, req: PlaceRequest) -> Result<Lease, GatewayError> {
+    pub async fn place(&self, req: PlaceRequest<'_>) -> Result<Lease, GatewayError> {
         let query = Query {
-            model: &req.model,
-            exclude: &req.exclude,
+            model: req.model,
+            exclude: req.exclude,
         };
         let mut placer = self.placer.lock();
         let placed = placer.place(query, Instant::now());
         let p = match placed {
             Ok(p) => p,
-            Err(PlaceError::UnknownModel) => return Err(GatewayError::unknown_model(&req.model)),
+            Err(PlaceError::UnknownModel) => return Err(GatewayError::unknown_model(req.model)),
             Err(PlaceError::NoCapacity) => {
                 return Err(GatewayError::new(
                     ErrorKind::NoCapacity,
@@ -388,7 +394,7 @@ impl Fleet {
             model: p.model,
             placer: Arc::clone(&self.placer),
             inflight_gauge,
-            actor: self.actors.get(p.backend).cloned(),
+            actors: Arc::clone(&self.actors),
             health: Arc::clone(&self.health),
         })
     }
@@ -531,10 +537,10 @@ mod tests {
         (fleet, metrics)
     }
 
-    fn req(model: &str) -> PlaceRequest {
+    fn req(model: &str) -> PlaceRequest<'_> {
         PlaceRequest {
-            model: model.into(),
-            exclude: Vec::new(),
+            model,
+            exclude: &[],
         }
     }
 
@@ -686,8 +692,8 @@ mod tests {
         // excluding the spare too leaves nothing
         let err = fleet
             .place(PlaceRequest {
-                model: "qwen3:8b".into(),
-                exclude: vec![1],
+                model: "qwen3:8b",
+                exclude: &[1],
             })
             .await
             .unwrap_err();

@@ -31,10 +31,12 @@ async fn messages(
         .await
         .map_err(err)?;
     let chat = anthropic::decode_messages(&body).map_err(err)?;
-    let mut ctx = Ctx::new(&req, Dialect::Anthropic, caller.name.clone());
+    let mut ctx = Ctx::new(&req, Dialect::Anthropic, caller.name);
     ctx.requested_model = chat.model.clone();
     ctx.body = Some(body.clone());
-    let ctx = api::admit(&gw, &caller, ctx).await.map_err(err)?;
+    let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
+        .await
+        .map_err(err)?;
     let id = anthropic::new_message_id();
     let (model, estimate) = (chat.model.clone(), chat.estimate_input_tokens());
     let (id2, model2) = (id.clone(), model.clone());

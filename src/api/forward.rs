@@ -34,10 +34,11 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(req: &HttpRequest, dialect: Dialect, user: String) -> Ctx {
+        // Taken, not copied: one context is made per request.
         let request_id = req
-            .extensions()
-            .get::<crate::api::RequestId>()
-            .map(|r| r.0.clone())
+            .extensions_mut()
+            .remove::<crate::api::RequestId>()
+            .map(|r| r.0)
             .unwrap_or_default();
         let client_ip = req.peer_addr().map(|a| a.ip());
         Ctx {
@@ -121,8 +122,8 @@ async fn try_model(
     let mut stale_retried = false;
     for _ in 0..gw.config.routing.max_attempts {
         let place = PlaceRequest {
-            model: model.to_string(),
-            exclude: exclude.clone(),
+            model,
+            exclude: &exclude,
         };
         let lease = match gw.fleet.place(place).await {
             Ok(l) => l,

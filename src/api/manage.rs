@@ -66,7 +66,7 @@ pub async fn management(
         let total = backends.len();
         for b in backends {
             let Some(client) = clients.get(b.id) else { continue };
-            let call = Call { method: method.clone(), path: path.clone(), body: body.clone(), headers: Vec::new() };
+            let call = Call { method: method.clone(), path: path.clone().into(), body: body.clone(), headers: Vec::new() };
             let deadline = Instant::now() + b.config.first_byte_timeout;
             let outcome = match upstream::send(client, &b, call, deadline).await {
                 Ok(opened) => relay_tagged(opened.body, &b.name).await,

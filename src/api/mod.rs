@@ -130,19 +130,16 @@ pub async fn authenticate(
     gw.auth.authenticate(req.headers()).await
 }
 
-/// The user's rate limits: admitted with an estimate (reconciled at the end), or refused
-/// with 429, and then logged and counted like any other answered request.
+/// The user's rate limits (`ctx.user`'s requests and tokens per minute): admitted with an
+/// estimate (reconciled at the end), or refused with 429, and then logged and counted like
+/// any other answered request.
 pub async fn admit(
     gw: &web::Data<Gateway>,
-    who: &crate::auth::Principal,
+    (rpm, tpm): (Option<u32>, Option<u32>),
     mut ctx: forward::Ctx,
 ) -> Result<forward::Ctx, GatewayError> {
     let estimate = crate::ir::estimate_tokens(ctx.body.as_ref().map_or(0, |b| b.len()));
-    match gw
-        .limiter
-        .check(&who.name, who.rpm, who.tpm, estimate)
-        .await
-    {
+    match gw.limiter.check(&ctx.user, rpm, tpm, estimate).await {
         Ok(grant) => {
             ctx.reservation = Some(grant);
             Ok(ctx)
@@ -169,11 +166,10 @@ pub fn with_served_headers(
     if let Some(c) = tally.ctx.category.as_deref() {
         resp.insert_header((HeaderName::from_static("x-corral-category"), c));
     }
+    if let Some(name) = &served.backend().name_header {
+        resp.insert_header((HeaderName::from_static("x-corral-backend"), name.clone()));
+    }
     resp.insert_header((
-        HeaderName::from_static("x-corral-backend"),
-        served.backend().name.as_str(),
-    ))
-    .insert_header((
         HeaderName::from_static("x-corral-model"),
         served.model.as_str(),
     ))

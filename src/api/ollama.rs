@@ -165,10 +165,12 @@ async fn generation(
         .map_err(err)?;
     let p = peek(&body).map_err(err)?;
     let stream = streams_by_default && p.stream.unwrap_or(true);
-    let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name.clone());
+    let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
     ctx.requested_model = p.model.unwrap_or_default();
     ctx.body = Some(body.clone());
-    let ctx = api::admit(&gw, &caller, ctx).await.map_err(err)?;
+    let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
+        .await
+        .map_err(err)?;
     // A whole answer of an inference endpoint is shared by identical requests.
     let key = if stream || path == "/api/show" {
         None

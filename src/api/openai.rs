@@ -63,10 +63,12 @@ async fn completion_like(
         openai::decode_chat(&body)
     }
     .map_err(err)?;
-    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name.clone());
+    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = chat.model.clone();
     ctx.body = Some(body.clone());
-    let ctx = api::admit(&gw, &caller, ctx).await.map_err(err)?;
+    let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
+        .await
+        .map_err(err)?;
     let (id, created, model, usage) = (
         openai::new_completion_id(),
         now(),
@@ -108,10 +110,12 @@ async fn embeddings(
         .await
         .map_err(err)?;
     let embed = openai::decode_embeddings(&body).map_err(err)?;
-    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name.clone());
+    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = embed.model.clone();
     ctx.body = Some(body.clone());
-    let ctx = api::admit(&gw, &caller, ctx).await.map_err(err)?;
+    let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
+        .await
+        .map_err(err)?;
     let (model, encoding) = (embed.model.clone(), embed.encoding);
     let key = gw.dedup.key(&ctx, &req);
     dedup::serve(gw.clone(), key, ctx, |ctx| {

@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::fmt::Write as _;
 use std::io;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Uri};
+use http::{Method, Uri};
 use openssl::ssl::{SslConnector, SslMethod};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -104,10 +105,13 @@ enum Io {
     Tls(Box<SslStream<TcpStream>>),
 }
 
-/// An answer head and its body.
+/// An answer's status, the one header corral acts on beyond framing, and its body. Other
+/// headers are read for framing and reuse only: nothing downstream needs them, and
+/// keeping them cost every answer a map and an allocation per header.
 pub struct Response {
     pub status: u16,
-    pub headers: HeaderMap,
+    /// `Retry-After` in seconds (the HTTP-date form is not used by LLM APIs).
+    pub retry_after: Option<Duration>,
     pub body: Body,
 }
 
@@ -185,7 +189,8 @@ impl Client {
         }
         let has_body = !body.is_empty() || !matches!(method, Method::GET | Method::HEAD);
         if has_body {
-            head.extend_from_slice(format!("\r\ncontent-length: {}", body.len()).as_bytes());
+            // Written straight into the head: no string per call.
+            let _ = write!(head, "\r\ncontent-length: {}", body.len());
         }
         head.extend_from_slice(b"\r\n\r\n");
         let inline = body.len() <= INLINE_BODY;
@@ -197,7 +202,7 @@ impl Client {
         if !inline {
             conn.io.write_all(&body).await.map_err(Error::Exchange)?;
         }
-        let (status, headers, framing, reusable) = loop {
+        let (status, retry_after, framing, reusable) = loop {
             let head = std::future::poll_fn(|cx| conn.poll_head(cx))
                 .await
                 .map_err(Error::Exchange)?;
@@ -220,7 +225,7 @@ impl Client {
         body.finish_if_done();
         Ok(Response {
             status,
-            headers,
+            retry_after,
             body,
         })
     }
@@ -286,7 +291,7 @@ impl Inner {
     }
 }
 
-type Head = (u16, HeaderMap, Framing, bool);
+type Head = (u16, Option<Duration>, Framing, bool);
 
 impl Conn {
     /// True when nothing arrived while idle: no close from the upstream, no stray bytes.
@@ -348,40 +353,32 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
     let mut reusable = parsed.version == Some(1);
     let mut chunked = false;
     let mut length: Option<u64> = None;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut retry_after = None;
     for h in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return Err(broken(format!("bad answer header {:?}", h.name)));
-        };
-        if name == http::header::TRANSFER_ENCODING {
+        let name = h.name;
+        let value = || std::str::from_utf8(h.value).unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("transfer-encoding") {
             // Only the last coding frames the body.
-            let last = value
-                .to_str()
-                .unwrap_or("")
-                .rsplit(',')
-                .next()
-                .unwrap_or("");
+            let last = value().rsplit(',').next().unwrap_or("");
             chunked = last.trim().eq_ignore_ascii_case("chunked");
-        } else if name == http::header::CONTENT_LENGTH {
-            let n = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| broken("bad content-length"))?;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = value()
+                .parse::<u64>()
+                .map_err(|_| broken("bad content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(broken("conflicting content-length"));
             }
             length = Some(n);
-        } else if name == http::header::CONNECTION {
-            let v = value.to_str().unwrap_or("");
-            if v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+        } else if name.eq_ignore_ascii_case("connection") {
+            if value()
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"))
+            {
                 reusable = false;
             }
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = value().parse::<u64>().ok().map(Duration::from_secs);
         }
-        headers.append(name, value);
     }
     buf.advance(len);
     let framing = match (chunked, length) {
@@ -393,7 +390,7 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
             Framing::UntilClose
         }
     };
-    Ok(Some((status, headers, framing, reusable)))
+    Ok(Some((status, retry_after, framing, reusable)))
 }
 
 /// How the body ends.
@@ -658,13 +655,12 @@ mod tests {
 
     #[test]
     fn heads_choose_framing_and_reuse() {
-        let (status, headers, framing, reusable) =
+        let (status, retry_after, framing, reusable) =
             head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: b\r\n\r\n");
         assert_eq!(
-            (status, framing, reusable),
-            (200, Framing::Length(12), true)
+            (status, retry_after, framing, reusable),
+            (200, None, Framing::Length(12), true)
         );
-        assert_eq!(headers["x-a"], "b");
         let (_, _, framing, _) =
             head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert_eq!(framing, Framing::Chunked(Chunk::Size));
@@ -680,6 +676,15 @@ mod tests {
         let mut bad =
             BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
         assert!(parse_head(&mut bad).is_err());
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_only() {
+        let (_, after, _, _) = head("HTTP/1.1 429 Too Many\r\nRetry-After:  17 \r\n\r\n");
+        assert_eq!(after, Some(Duration::from_secs(17)));
+        let (_, after, _, _) =
+            head("HTTP/1.1 503 Busy\r\nretry-after: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n");
+        assert_eq!(after, None);
     }
 
     /// Feeds `wire` to a chunked decoder in pieces of `step` bytes; returns the data.

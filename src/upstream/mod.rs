@@ -4,6 +4,7 @@
 pub mod client;
 pub mod lines;
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,13 +45,14 @@ impl UpstreamClients {
 /// What to send to one backend.
 pub struct Call {
     pub method: Method,
-    pub path: String,
+    /// Most calls go to a fixed path; only passed-through management calls build one.
+    pub path: Cow<'static, str>,
     pub body: Bytes,
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Call {
-    pub fn post_json(path: impl Into<String>, body: Bytes) -> Call {
+    pub fn post_json(path: impl Into<Cow<'static, str>>, body: Bytes) -> Call {
         Call {
             method: Method::POST,
             path: path.into(),
@@ -149,19 +151,13 @@ pub async fn send(
     if status.is_success() {
         return Ok(Opened { status, body });
     }
-    let retry_after = retry_after(&resp.headers);
+    let retry_after = resp.retry_after;
     let text = read_limited(body, 64 * 1024, deadline)
         .await
         .unwrap_or_default();
     let mut failure = classify_status(backend, status, &text);
     failure.retry_after = retry_after;
     Err(failure)
-}
-
-/// An upstream's `Retry-After` in seconds (the HTTP-date form is not used by LLM APIs).
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Why a call that got no answer head failed, for health and failover.
@@ -282,23 +278,5 @@ pub async fn read_limited(
                 buf.extend_from_slice(&chunk);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_takes_seconds_only() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static(" 17 "));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(17)));
-        h.insert(
-            http::header::RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), None);
     }
 }
