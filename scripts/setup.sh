@@ -10,6 +10,7 @@ need nginx /usr/sbin/nginx nginx-light
 need promtool /usr/bin/promtool prometheus
 need chromium /usr/bin/chromium chromium
 need wrk /usr/bin/wrk wrk
+need openssl /usr/bin/openssl openssl
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 dpkg -s libpq-dev >/dev/null 2>&1 || packages+=(libpq-dev)
 dpkg -s libsqlite3-dev >/dev/null 2>&1 || packages+=(libsqlite3-dev)

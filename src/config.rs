@@ -153,6 +153,9 @@ pub struct BackendConfig {
     /// How often `/api/tags`, `/api/ps` and `/api/version` are polled.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// PEM file of CA certificates trusted for this backend's `https` URL besides the
+    /// system's: a self-hosted Ollama behind a TLS proxy with a private CA.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for BackendConfig {
@@ -171,6 +174,7 @@ impl Default for BackendConfig {
             first_byte_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(180),
             poll_interval: Duration::from_secs(10),
+            tls_ca: None,
         }
     }
 }
@@ -405,6 +409,13 @@ impl Config {
             if b.first_byte_timeout.is_zero() || b.idle_timeout.is_zero() {
                 bad(at("first_byte_timeout"), "timeouts must be positive".into());
             }
+            if let Some(ca) = &b.tls_ca {
+                if !b.url.starts_with("https://") {
+                    bad(at("tls_ca"), "is only used with an https:// URL".into());
+                } else if let Err(e) = crate::upstream::client::read_ca_file(ca) {
+                    bad(at("tls_ca"), e);
+                }
+            }
         }
         let rt = &self.routing;
         for (model, backend) in &rt.assignments {
@@ -555,6 +566,41 @@ mod tests {
         assert!(paths.contains(&"backends[0].url"));
         assert!(paths.contains(&"backends[0].key_pool"));
         assert!(paths.contains(&"routing.max_attempts"));
+    }
+
+    #[test]
+    fn tls_ca_must_be_a_readable_pem_file_for_an_https_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let problems = |url: &str, ca: &Path| {
+            let text = format!(
+                "[[backends]]\nname = \"a\"\nurl = \"{url}\"\ntls_ca = \"{}\"\n",
+                ca.display()
+            );
+            match Config::from_toml(&text) {
+                Err(ConfigError::Invalid(p)) => p
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect::<Vec<_>>(),
+                other => panic!("expected validation errors, got {other:?}"),
+            }
+        };
+        let missing = problems("https://gpu:443", &dir.path().join("none.pem"));
+        assert!(
+            missing[0].starts_with("backends[0].tls_ca: cannot read"),
+            "{missing:?}"
+        );
+        let not_pem = problems("https://gpu:443", &junk);
+        assert!(
+            not_pem[0].ends_with("holds no PEM certificate"),
+            "{not_pem:?}"
+        );
+        let plain = problems("http://gpu:11434", &junk);
+        assert_eq!(
+            plain,
+            ["backends[0].tls_ca: is only used with an https:// URL"]
+        );
     }
 
     #[test]

@@ -548,7 +548,12 @@ impl Actor for BackendActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
         if self.info.config.kind == BackendKind::Ollama {
-            match upstream::Client::new(&self.info.base_url, self.info.config.connect_timeout) {
+            let cfg = &self.info.config;
+            match upstream::Client::new(
+                &self.info.base_url,
+                cfg.connect_timeout,
+                cfg.tls_ca.as_deref(),
+            ) {
                 Ok(client) => {
                     self.client = Some(client);
                     self.poll(ctx);

@@ -338,6 +338,7 @@ pub struct ProbeTarget {
     pub url: String,
     pub kind: BackendKind,
     pub connect_timeout: Duration,
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ProbeTarget {
@@ -357,6 +358,7 @@ impl ProbeTarget {
             url: b.url.trim_end_matches('/').to_string(),
             kind: b.kind,
             connect_timeout: b.connect_timeout,
+            tls_ca: b.tls_ca.clone(),
         })
     }
 
@@ -525,7 +527,11 @@ pub async fn probe_all(
     target: &ProbeTarget,
     keys: Vec<(String, String)>,
 ) -> Vec<(String, Verdict)> {
-    let client = match crate::upstream::Client::new(&target.url, target.connect_timeout) {
+    let client = match crate::upstream::Client::new(
+        &target.url,
+        target.connect_timeout,
+        target.tls_ca.as_deref(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             let reason = format!("cannot use {}: {e}", target.describe());

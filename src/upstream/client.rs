@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fmt::Write as _;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
@@ -24,6 +25,7 @@ use futures_util::Stream;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Uri};
 use openssl::ssl::{SslConnector, SslMethod};
+use openssl::x509::{X509, X509VerifyResult};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -116,8 +118,13 @@ pub struct Response {
 }
 
 impl Client {
-    /// A client for `url`. Fails only on a URL that is not `http`/`https` with a host.
-    pub fn new(url: &str, connect_timeout: Duration) -> Result<Client, Error> {
+    /// A client for `url`. Fails on a URL that is not `http`/`https` with a host, and on a
+    /// `tls_ca` file (CA certificates trusted besides the system's) that cannot be used.
+    pub fn new(
+        url: &str,
+        connect_timeout: Duration,
+        tls_ca: Option<&Path>,
+    ) -> Result<Client, Error> {
         let bad = |e: &dyn fmt::Display| Error::BadUrl(format!("{url}: {e}"));
         let uri: Uri = url.parse().map_err(|e| bad(&e))?;
         let https = match uri.scheme_str() {
@@ -134,8 +141,20 @@ impl Client {
             format!("{host}:{port}")
         };
         let tls = if https {
-            let builder = SslConnector::builder(SslMethod::tls())
-                .map_err(|e| Error::Connect(format!("TLS setup: {e}")))?;
+            let setup = |e: &dyn fmt::Display| Error::Connect(format!("TLS setup: {e}"));
+            let mut builder = SslConnector::builder(SslMethod::tls()).map_err(|e| setup(&e))?;
+            for cert in tls_ca
+                .map(read_ca_file)
+                .transpose()
+                .map_err(|e| setup(&e))?
+                .into_iter()
+                .flatten()
+            {
+                builder
+                    .cert_store_mut()
+                    .add_cert(cert)
+                    .map_err(|e| setup(&e))?;
+            }
             Some(builder.build())
         } else {
             None
@@ -260,10 +279,15 @@ impl Client {
                 .and_then(|c| c.into_ssl(&inner.host))
                 .map_err(|e| tls_failed(&e))?;
             let mut stream = SslStream::new(ssl, tcp).map_err(|e| tls_failed(&e))?;
-            Pin::new(&mut stream)
-                .connect()
-                .await
-                .map_err(|e| tls_failed(&e))?;
+            if let Err(e) = Pin::new(&mut stream).connect().await {
+                // "certificate verify failed" alone does not say which check failed.
+                let why = stream.ssl().verify_result();
+                return Err(if why == X509VerifyResult::OK {
+                    tls_failed(&e)
+                } else {
+                    tls_failed(&format_args!("{e} ({})", why.error_string()))
+                });
+            }
             Ok(Io::Tls(Box::new(stream)))
         };
         let io = tokio::time::timeout(inner.connect_timeout, connect)
@@ -273,6 +297,19 @@ impl Client {
             io,
             buf: BytesMut::with_capacity(8192),
         })
+    }
+}
+
+/// The certificates of a PEM file of trusted CAs (`backends[].tls_ca`).
+pub fn read_ca_file(path: &Path) -> Result<Vec<X509>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match X509::stack_from_pem(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(format!("{} holds no PEM certificate", path.display())),
+        Err(e) => Err(format!(
+            "{} is not a PEM certificate file: {e}",
+            path.display()
+        )),
     }
 }
 
@@ -630,20 +667,20 @@ mod tests {
 
     #[test]
     fn urls_give_host_port_authority_and_prefix() {
-        let c = Client::new("http://127.0.0.1:11434", Duration::from_secs(1)).unwrap();
+        let c = Client::new("http://127.0.0.1:11434", Duration::from_secs(1), None).unwrap();
         assert_eq!((c.inner.host.as_str(), c.inner.port), ("127.0.0.1", 11434));
         assert_eq!(c.inner.authority, "127.0.0.1:11434");
         assert_eq!(c.inner.prefix, "");
-        let c = Client::new("https://ollama.com:443/", Duration::from_secs(1)).unwrap();
+        let c = Client::new("https://ollama.com:443/", Duration::from_secs(1), None).unwrap();
         assert_eq!((c.inner.host.as_str(), c.inner.port), ("ollama.com", 443));
         assert_eq!(c.inner.authority, "ollama.com");
         assert!(c.inner.tls.is_some());
-        let c = Client::new("http://[::1]/ollama/", Duration::from_secs(1)).unwrap();
+        let c = Client::new("http://[::1]/ollama/", Duration::from_secs(1), None).unwrap();
         assert_eq!((c.inner.host.as_str(), c.inner.port), ("::1", 80));
         assert_eq!(c.inner.authority, "[::1]");
         assert_eq!(c.inner.prefix, "/ollama");
-        assert!(Client::new("ftp://x", Duration::from_secs(1)).is_err());
-        assert!(Client::new("not a url", Duration::from_secs(1)).is_err());
+        assert!(Client::new("ftp://x", Duration::from_secs(1), None).is_err());
+        assert!(Client::new("not a url", Duration::from_secs(1), None).is_err());
     }
 
     fn head(text: &str) -> Head {

@@ -32,7 +32,12 @@ impl UpstreamClients {
     pub fn new(backends: &[Arc<BackendInfo>]) -> UpstreamClients {
         let clients = backends
             .iter()
-            .map(|b| Client::new(&b.base_url, b.config.connect_timeout).ok())
+            .map(|b| {
+                let tls_ca = b.config.tls_ca.as_deref();
+                Client::new(&b.base_url, b.config.connect_timeout, tls_ca)
+                    .map_err(|e| tracing::error!(backend = %b.name, error = %e, "backend unusable"))
+                    .ok()
+            })
             .collect();
         UpstreamClients { clients }
     }

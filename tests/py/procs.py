@@ -429,6 +429,84 @@ class Nginx:
         self.proc.stop(signal.SIGTERM)
 
 
+TLS_FRONT_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+user root root;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+class PrivateCA:
+    """A private CA (openssl CLI) and server certificates it signs, as files in `dir`."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir / "ca"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cert = self.dir / "ca.pem"
+        self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                      "-nodes", "-keyout", self.dir / "ca.key", "-out", self.cert, "-days", "2",
+                      "-subj", "/CN=corral test CA",
+                      "-addext", "basicConstraints=critical,CA:TRUE",
+                      "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+    def _openssl(self, *args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+    def issue(self, name: str, dns: str) -> tuple[Path, Path]:
+        """(certificate, key) for the host name `dns`."""
+        key, csr, cert = (self.dir / f"{name}.{x}" for x in ("key", "csr", "pem"))
+        ext = self.dir / f"{name}.ext"
+        ext.write_text(f"subjectAltName=DNS:{dns}\nbasicConstraints=CA:FALSE\n"
+                       "extendedKeyUsage=serverAuth\n")
+        self._openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                      "-keyout", key, "-out", csr, "-subj", f"/CN={dns}")
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.dir / "ca.key",
+                      "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+        return cert, key
+
+
+class TlsFront:
+    """nginx terminating TLS on a loopback port in front of one plain upstream."""
+
+    def __init__(self, workdir: Path, upstream_port: int, cert: Path, key: Path):
+        self.port = free_port()
+        self.dir = workdir / f"tls-{self.port}"
+        (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
+        self.conf = self.dir / "nginx.conf"
+        self.conf.write_text(TLS_FRONT_CONF.format(dir=self.dir, port=self.port, cert=cert, key=key,
+                                                   upstream=upstream_port))
+        self.proc = Proc("nginx-tls", ["nginx", "-p", str(self.dir), "-c", str(self.conf),
+                                       "-e", str(self.dir / "nginx-error.log")],
+                         self.dir / "nginx.out")
+        wait_port(self.port)
+
+    def stop(self):
+        self.proc.stop(signal.SIGTERM)
+
+
 # ---------------------------------------------------------------- corral
 
 
@@ -684,6 +762,9 @@ class Group:
 
     def nginx(self, upstream_ports, **kw) -> Nginx:
         return self._add(Nginx(self.workdir, upstream_ports, **kw))
+
+    def tls_front(self, upstream_port, cert, key) -> TlsFront:
+        return self._add(TlsFront(self.workdir, upstream_port, cert, key))
 
     def close(self):
         for item in reversed(self.items):

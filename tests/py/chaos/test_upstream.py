@@ -5,9 +5,11 @@ import threading
 import time
 
 import httpx
+import ollama
 import pytest
 
 import dialects
+import procs
 from procs import chat_body, figure, free_port, load, tally, wait_until
 
 pytestmark = pytest.mark.chaos
@@ -121,6 +123,62 @@ def test_refused_upstream_recovers_when_it_returns(group):
     assert first.status_code in (502, 503)
     assert ok
     _ = t0
+
+
+# ---------------------------------------------------------------- 3b. TLS upstreams
+
+
+def test_tls_upstream_private_ca_hostname_checked(group):
+    """An https backend (nginx terminating TLS in front of a sim) whose certificate a private
+    CA signed: served through every dialect when `tls_ca` names that CA; refused with the
+    dialect's error and the certificate problem in `last_error` when it does not, or when the
+    certificate names another host."""
+    sim = group.sim("behind-tls")
+    ca = procs.PrivateCA(group.workdir)
+    cert, key = ca.issue("localhost", "localhost")
+    front = group.tls_front(sim.port, cert, key)
+
+    ok = group.cluster([("tls", f"https://localhost:{front.port}")], replicas=1, name="trusted",
+                       backend_extra={"tls": {"tls_ca": str(ca.cert)}})
+    r = ok.replicas[0]
+    client = ollama.Client(host=r.url, headers=ok.headers())
+    listed = [m.model for m in client.list().models]
+    said = client.chat(model="qwen3:8b", messages=[{"role": "user", "content": "hi"}])
+    frames = list(client.chat(model="qwen3:8b", messages=[{"role": "user", "content": "hi"}],
+                              stream=True))
+    streamed = {d: dialects.stream(r.url, ok.user_token, d, "hello") for d in DIALECTS}
+    figure("3b-tls-trusted", f"tls_ca given: {len(listed)} models listed over TLS, chat "
+                             f"{said.done_reason!r}, {len(frames)} streamed frames; dialects clean: "
+                             f"{ {d: x['clean'] for d, x in streamed.items()} }")
+    assert "qwen3:8b" in listed
+    assert said.done and said.message.content
+    assert frames[-1].done and "".join(f.message.content for f in frames)
+    for d, x in streamed.items():
+        assert x["status"] == 200 and x["clean"] and not x["error"], (d, x["body"])
+        assert x["headers"].get("x-corral-backend") == "tls"
+    assert r.backends()[0]["up"]
+
+    refused = {"no-ca": (f"https://localhost:{front.port}", {}, "unable to get local issuer"),
+               "wrong-host": (f"https://127.0.0.1:{front.port}", {"tls_ca": str(ca.cert)},
+                              "mismatch")}
+    for case, (url, extra, why) in refused.items():
+        bad = group.cluster([("tls", url)], replicas=1, name=case, wait_ready=False,
+                            backend_extra={"tls": {"models": ["qwen3:8b"], **extra}})
+        r = bad.replicas[0]
+        out = {}
+        for d in DIALECTS:
+            resp = dialects.call(r.url, bad.user_token, d, "hi", timeout=20)
+            out[d] = (resp.status_code, dialects.is_error_body(d, resp.text), resp.text[:200])
+        bk = r.backends()[0]
+        figure(f"3b-tls-{case}", f"{url}: {[(d, s, e) for d, (s, e, _) in out.items()]}; "
+                                 f"last_error={bk['last_error']!r}")
+        for d, (status, shaped, text) in out.items():
+            assert status in (502, 503) or (d == "anthropic" and status == 529), (case, d, text)
+            assert shaped, (case, d, text)
+        assert "certificate verify failed" in (bk["last_error"] or ""), (case, bk)
+        assert why in bk["last_error"], (case, bk)
+        assert not bk["up"], (case, bk)
+        bad.stop()
 
 
 # ---------------------------------------------------------------- 4. client disconnect
