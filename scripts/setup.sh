@@ -11,6 +11,7 @@ need promtool /usr/bin/promtool prometheus
 need chromium /usr/bin/chromium chromium
 need wrk /usr/bin/wrk wrk
 need openssl /usr/bin/openssl openssl
+need tinyproxy /usr/bin/tinyproxy tinyproxy
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 dpkg -s libpq-dev >/dev/null 2>&1 || packages+=(libpq-dev)
 dpkg -s libsqlite3-dev >/dev/null 2>&1 || packages+=(libsqlite3-dev)
@@ -22,7 +23,7 @@ if [ ${#packages[@]} -gt 0 ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
         # The Debian services start on install; the tests start their own on free ports.
-        for svc in redis-server nginx prometheus postgresql; do
+        for svc in redis-server nginx prometheus postgresql tinyproxy; do
             systemctl stop "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
         done
     else

@@ -394,6 +394,8 @@ impl Config {
                     at("url"),
                     format!("`{}` is not an http:// or https:// URL", b.url),
                 );
+            } else if let Err(e) = crate::upstream::proxy::for_url(&b.url) {
+                bad(at("url"), e);
             }
             if let Some(pool) = &b.key_pool {
                 if !pools.contains(&pool.as_str()) {

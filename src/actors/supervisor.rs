@@ -311,6 +311,11 @@ impl Fleet {
                 })
                 .collect(),
         );
+        for b in backends.iter() {
+            if let Ok(Some(p)) = crate::upstream::proxy::for_url(&b.base_url) {
+                tracing::info!(backend = %b.name, proxy = %p.shown, "upstream reached through a proxy");
+            }
+        }
         // Start-up: `Config::validate` already rejected bad memory patterns.
         let placer = Placer::from_config(&cfg.backends, &cfg.routing, rand::random())
             .expect("routing.memory_patterns are valid regexes (checked by Config::validate)");

@@ -30,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
+use super::proxy::{self, Proxy};
+
 /// An idle connection unused this long is not reused (upstreams close theirs around here).
 const IDLE_MAX: Duration = Duration::from_secs(15);
 /// Most idle connections kept per client; more are closed when their answer ends.
@@ -84,8 +86,14 @@ struct Inner {
     port: u16,
     /// The `Host` header value: the host, and the port unless it is the scheme's default.
     authority: String,
-    /// The URL's path without its trailing `/`, put before every call's path.
+    /// The URL's path without its trailing `/`, put before every call's path; through a
+    /// proxy, a plain upstream is asked in absolute form and this starts `http://host`.
     prefix: String,
+    /// Head lines after `host` on every call: `proxy-authorization` for a plain upstream
+    /// behind a proxy that wants it, else empty.
+    extra_head: String,
+    /// The proxy the environment names for this upstream (`proxy.rs`).
+    proxy: Option<Proxy>,
     tls: Option<SslConnector>,
     connect_timeout: Duration,
     idle: RefCell<VecDeque<Idle>>,
@@ -118,7 +126,8 @@ pub struct Response {
 }
 
 impl Client {
-    /// A client for `url`. Fails on a URL that is not `http`/`https` with a host, and on a
+    /// A client for `url`, through the proxy the environment names for it (`proxy.rs`).
+    /// Fails on a URL that is not `http`/`https` with a host, an unusable proxy URL, and a
     /// `tls_ca` file (CA certificates trusted besides the system's) that cannot be used.
     pub fn new(
         url: &str,
@@ -140,6 +149,16 @@ impl Client {
         } else {
             format!("{host}:{port}")
         };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let proxy = proxy::from_env(https, host).map_err(Error::BadUrl)?;
+        let mut prefix = uri.path().trim_end_matches('/').to_string();
+        let mut extra_head = String::new();
+        if let (Some(p), false) = (&proxy, https) {
+            prefix = format!("http://{authority}{prefix}");
+            if let Some(auth) = &p.authorization {
+                extra_head = format!("\r\nproxy-authorization: {auth}");
+            }
+        }
         let tls = if https {
             let setup = |e: &dyn fmt::Display| Error::Connect(format!("TLS setup: {e}"));
             let mut builder = SslConnector::builder(SslMethod::tls()).map_err(|e| setup(&e))?;
@@ -161,13 +180,12 @@ impl Client {
         };
         Ok(Client {
             inner: Rc::new(Inner {
-                host: host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
+                host: host.to_string(),
                 port,
                 authority,
-                prefix: uri.path().trim_end_matches('/').to_string(),
+                prefix,
+                extra_head,
+                proxy,
                 tls,
                 connect_timeout,
                 idle: RefCell::new(VecDeque::new()),
@@ -198,6 +216,7 @@ impl Client {
             head.extend_from_slice(part.as_bytes());
         }
         head.extend_from_slice(self.inner.authority.as_bytes());
+        head.extend_from_slice(self.inner.extra_head.as_bytes());
         for (name, value) in headers {
             if name == http::header::HOST || name == http::header::CONTENT_LENGTH {
                 continue;
@@ -265,14 +284,31 @@ impl Client {
     async fn dial(&self) -> Result<Conn, Error> {
         let inner = &self.inner;
         let connect = async {
-            let tcp = TcpStream::connect((inner.host.as_str(), inner.port))
-                .await
-                .map_err(|e| Error::Connect(e.to_string()))?;
+            let (host, port) = match &inner.proxy {
+                Some(p) => (p.host.as_str(), p.port),
+                None => (inner.host.as_str(), inner.port),
+            };
+            let mut tcp = TcpStream::connect((host, port)).await.map_err(|e| {
+                Error::Connect(match &inner.proxy {
+                    Some(p) => format!("proxy {}: {e}", p.shown),
+                    None => e.to_string(),
+                })
+            })?;
             // Requests go out in one write; nothing is gained by holding small packets.
             let _ = tcp.set_nodelay(true);
             let Some(tls) = &inner.tls else {
                 return Ok(Io::Plain(tcp));
             };
+            if let Some(p) = &inner.proxy {
+                let target = if inner.host.contains(':') {
+                    format!("[{}]:{}", inner.host, inner.port)
+                } else {
+                    format!("{}:{}", inner.host, inner.port)
+                };
+                proxy::tunnel(&mut tcp, p, &target)
+                    .await
+                    .map_err(Error::Connect)?;
+            }
             let tls_failed = |e: &dyn fmt::Display| Error::Connect(format!("TLS: {e}"));
             let ssl = tls
                 .configure()

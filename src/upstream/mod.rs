@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod lines;
+pub mod proxy;
 
 use std::borrow::Cow;
 use std::pin::Pin;

@@ -507,6 +507,36 @@ class TlsFront:
         self.proc.stop(signal.SIGTERM)
 
 
+class ForwardProxy:
+    """tinyproxy: an outbound HTTP proxy (CONNECT and absolute-form) wanting Basic auth."""
+
+    def __init__(self, workdir: Path, user: str, password: str):
+        self.port = free_port()
+        self.dir = workdir / f"proxy-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = self.dir / "tinyproxy.log"
+        conf = self.dir / "tinyproxy.conf"
+        conf.write_text(f"Port {self.port}\nListen 127.0.0.1\nTimeout 60\n"
+                        f'LogFile "{self.log}"\nLogLevel Connect\n'
+                        f'PidFile "{self.dir}/tinyproxy.pid"\nMaxClients 64\n'
+                        f"Allow 127.0.0.1\nBasicAuth {user} {password}\nDisableViaHeader Yes\n")
+        self.proc = Proc("tinyproxy", ["tinyproxy", "-d", "-c", str(conf)], self.dir / "out.log")
+        wait_port(self.port)
+
+    def url(self, user: str, password: str) -> str:
+        return f"http://{user}:{password}@127.0.0.1:{self.port}"
+
+    def requests(self) -> list[str]:
+        """What clients asked for: `CONNECT host:port` or `POST http://...`."""
+        if not self.log.exists():
+            return []
+        return [line.split("): ", 1)[1] for line in self.log.read_text().splitlines()
+                if "Request (file descriptor" in line]
+
+    def stop(self):
+        self.proc.stop(signal.SIGTERM)
+
+
 # ---------------------------------------------------------------- corral
 
 
@@ -762,6 +792,9 @@ class Group:
 
     def nginx(self, upstream_ports, **kw) -> Nginx:
         return self._add(Nginx(self.workdir, upstream_ports, **kw))
+
+    def forward_proxy(self, user, password) -> ForwardProxy:
+        return self._add(ForwardProxy(self.workdir, user, password))
 
     def tls_front(self, upstream_port, cert, key) -> TlsFront:
         return self._add(TlsFront(self.workdir, upstream_port, cert, key))

@@ -1,5 +1,6 @@
 """Scenarios 2-6: upstreams that hang, die, lie, storm, and clients that walk away."""
 
+import json
 import socket
 import threading
 import time
@@ -179,6 +180,57 @@ def test_tls_upstream_private_ca_hostname_checked(group):
         assert why in bk["last_error"], (case, bk)
         assert not bk["up"], (case, bk)
         bad.stop()
+
+
+def test_upstreams_through_an_outbound_proxy(group):
+    """HTTPS_PROXY, http_proxy and NO_PROXY as curl reads them, against tinyproxy wanting
+    Basic credentials: an https backend through a CONNECT tunnel (TLS end to end, private CA),
+    a plain one asked in absolute form, a NO_PROXY range reached directly. Wrong credentials
+    give the dialect's error naming the proxy's answer; the password shows up nowhere."""
+    secret = "s3cret-proxy-pw"
+    proxy = group.forward_proxy("corral", secret)
+    cloud = group.sim("cloud", models=["qwen3:8b"])
+    lan = group.sim("lan", models=["llama3.1:8b"])
+    near = group.sim("near", models=["tiny:1b=1GiB"])
+    ca = procs.PrivateCA(group.workdir)
+    cert, key = ca.issue("localhost", "localhost")
+    front = group.tls_front(cloud.port, cert, key)
+    env = {"HTTPS_PROXY": proxy.url("corral", secret), "http_proxy": proxy.url("corral", secret),
+           "NO_PROXY": "127.0.0.0/8"}
+    c = group.cluster([("cloud", f"https://localhost:{front.port}"),
+                       ("lan", f"http://localhost:{lan.port}"), ("near", near.url)],
+                      replicas=1, name="proxied", env=env,
+                      backend_extra={"cloud": {"tls_ca": str(ca.cert)}})
+    r = c.replicas[0]
+    client = ollama.Client(host=r.url, headers=c.headers())
+    answers = {m: client.chat(model=m, messages=[{"role": "user", "content": "hi"}])
+               for m in ("qwen3:8b", "llama3.1:8b", "tiny:1b")}
+    streamed = dialects.stream(r.url, c.user_token, "anthropic", "hello")
+    asked = proxy.requests()
+    figure("3c-proxy", f"through tinyproxy: {sorted(set(asked))}; "
+                       f"answers {[a.done_reason for a in answers.values()]}")
+    assert all(a.done and a.message.content for a in answers.values())
+    assert streamed["clean"] and streamed["headers"].get("x-corral-backend") == "cloud"
+    assert f"CONNECT localhost:{front.port} HTTP/1.1" in asked
+    assert f"POST http://localhost:{lan.port}/api/chat HTTP/1.1" in asked
+    assert not any(str(near.port) in a for a in asked), asked
+    seen = r.proc.output() + json.dumps(r.backends()) + r.metrics()
+    assert secret not in seen
+
+    bad = group.cluster([("cloud", f"https://localhost:{front.port}")], replicas=1,
+                        name="bad-credentials", wait_ready=False,
+                        env={"HTTPS_PROXY": proxy.url("corral", "wrong-" + secret)},
+                        backend_extra={"cloud": {"tls_ca": str(ca.cert), "models": ["qwen3:8b"]}})
+    r = bad.replicas[0]
+    out = {d: dialects.call(r.url, bad.user_token, d, "hi", timeout=20) for d in DIALECTS}
+    bk = r.backends()[0]
+    figure("3c-proxy-refused", f"{[(d, x.status_code) for d, x in out.items()]}; "
+                               f"last_error={bk['last_error']!r}")
+    for d, resp in out.items():
+        assert resp.status_code in (502, 503) or (d == "anthropic" and resp.status_code == 529)
+        assert dialects.is_error_body(d, resp.text), (d, resp.text)
+    assert f"proxy http://127.0.0.1:{proxy.port}: answered 40" in bk["last_error"], bk
+    assert secret not in r.proc.output() + json.dumps(r.backends())
 
 
 # ---------------------------------------------------------------- 4. client disconnect
