@@ -359,7 +359,7 @@ def psql_available() -> bool:
 # ---------------------------------------------------------------- nginx
 
 
-NGINX_CONF = """\
+NGINX_PROLOGUE = """\
 daemon off;
 master_process on;
 worker_processes 1;
@@ -367,14 +367,17 @@ user root root;
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
 events {{ worker_connections 8192; }}
+"""
+
+# Every temp path inside the test's directory (nginx's defaults are not writable there).
+NGINX_TEMP_PATHS = "".join(f"    {kind}_temp_path {{dir}}/tmp/{kind};\n"
+                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+
+NGINX_CONF = NGINX_PROLOGUE + """\
 http {{
     log_format lb '$status $upstream_addr $upstream_status $request_time';
     access_log {dir}/nginx-access.log lb;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
+""" + NGINX_TEMP_PATHS + """\
     upstream corral {{
 {servers}
         keepalive 64;
@@ -429,21 +432,10 @@ class Nginx:
         self.proc.stop(signal.SIGTERM)
 
 
-TLS_FRONT_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-user root root;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
+TLS_FRONT_CONF = NGINX_PROLOGUE + """\
 http {{
     access_log off;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
+""" + NGINX_TEMP_PATHS + """\
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
