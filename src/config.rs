@@ -156,6 +156,9 @@ pub struct BackendConfig {
     /// PEM file of CA certificates trusted for this backend's `https` URL besides the
     /// system's: a self-hosted Ollama behind a TLS proxy with a private CA.
     pub tls_ca: Option<PathBuf>,
+    /// Outbound HTTP proxy for this backend: absent = the environment's (`HTTPS_PROXY`…,
+    /// never for loopback hosts); `""` = none; `http://[user:password@]host:port` = this one.
+    pub proxy: Option<String>,
 }
 
 impl Default for BackendConfig {
@@ -175,6 +178,7 @@ impl Default for BackendConfig {
             idle_timeout: Duration::from_secs(180),
             poll_interval: Duration::from_secs(10),
             tls_ca: None,
+            proxy: None,
         }
     }
 }
@@ -394,8 +398,9 @@ impl Config {
                     at("url"),
                     format!("`{}` is not an http:// or https:// URL", b.url),
                 );
-            } else if let Err(e) = crate::upstream::proxy::for_url(&b.url) {
-                bad(at("url"), e);
+            } else if let Err(e) = crate::upstream::proxy::for_url(&b.url, b.proxy.as_deref()) {
+                let field = if b.proxy.is_some() { "proxy" } else { "url" };
+                bad(at(field), e);
             }
             if let Some(pool) = &b.key_pool {
                 if !pools.contains(&pool.as_str()) {
@@ -464,6 +469,7 @@ impl Config {
         c.redis.url = redact_url(&c.redis.url);
         for b in &mut c.backends {
             b.url = redact_url(&b.url);
+            b.proxy = b.proxy.as_deref().map(redact_url);
         }
         c
     }
@@ -602,6 +608,26 @@ mod tests {
         assert_eq!(
             plain,
             ["backends[0].tls_ca: is only used with an https:// URL"]
+        );
+    }
+
+    #[test]
+    fn a_backend_proxy_is_checked_and_its_password_redacted() {
+        let text = "[[backends]]\nname = \"a\"\nurl = \"https://ollama.com\"\nproxy = \"socks5://p:1080\"\n";
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml(text) else {
+            panic!("a socks5 proxy must be refused")
+        };
+        assert_eq!(problems[0].path, "backends[0].proxy");
+        assert!(
+            problems[0].message.contains("only http://"),
+            "{}",
+            problems[0].message
+        );
+        let ok = text.replace("socks5://p:1080", "http://bob:hunter2@p:3128");
+        let shown = Config::from_toml(&ok).unwrap().redacted().to_toml();
+        assert!(
+            shown.contains("http://bob:***@p:3128") && !shown.contains("hunter2"),
+            "{shown}"
         );
     }
 

@@ -75,7 +75,13 @@ pub async fn run(
 /// A trickle of mixed requests (three dialects, `auto`, a streaming one, an unknown model)
 /// so the dashboard shows something moving the moment it is opened.
 async fn background_traffic(url: String, token: String) {
-    let Ok(client) = crate::upstream::Client::new(&url, Duration::from_secs(5), None) else {
+    let Ok(client) = crate::upstream::Client::new(
+        &url,
+        &crate::upstream::Reach {
+            connect_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+    ) else {
         return;
     };
     let Ok(bearer) = http::HeaderValue::from_str(&format!("Bearer {token}")) else {

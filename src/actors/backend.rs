@@ -548,12 +548,8 @@ impl Actor for BackendActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
         if self.info.config.kind == BackendKind::Ollama {
-            let cfg = &self.info.config;
-            match upstream::Client::new(
-                &self.info.base_url,
-                cfg.connect_timeout,
-                cfg.tls_ca.as_deref(),
-            ) {
+            let reach = upstream::Reach::of(&self.info.config);
+            match upstream::Client::new(&self.info.base_url, &reach) {
                 Ok(client) => {
                     self.client = Some(client);
                     self.poll(ctx);

@@ -312,7 +312,9 @@ impl Fleet {
                 .collect(),
         );
         for b in backends.iter() {
-            if let Ok(Some(p)) = crate::upstream::proxy::for_url(&b.base_url) {
+            if let Ok(Some(p)) =
+                crate::upstream::proxy::for_url(&b.base_url, b.config.proxy.as_deref())
+            {
                 tracing::info!(backend = %b.name, proxy = %p.shown, "upstream reached through a proxy");
             }
         }

@@ -16,6 +16,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use crate::config::{BackendKind, Config, redact_url};
 use crate::keys::import::{LineOutcome, parse_keys};
 use crate::keys::{derive_key_id, secret_prefix};
+use crate::upstream::Reach;
 
 use super::cli::aligned;
 use super::keys::{self, Insert, KeyRow};
@@ -337,8 +338,7 @@ pub struct ProbeTarget {
     pub backend: String,
     pub url: String,
     pub kind: BackendKind,
-    pub connect_timeout: Duration,
-    pub tls_ca: Option<PathBuf>,
+    pub reach: Reach,
 }
 
 impl ProbeTarget {
@@ -357,8 +357,7 @@ impl ProbeTarget {
             backend: b.name.clone(),
             url: b.url.trim_end_matches('/').to_string(),
             kind: b.kind,
-            connect_timeout: b.connect_timeout,
-            tls_ca: b.tls_ca.clone(),
+            reach: Reach::of(b),
         })
     }
 
@@ -527,11 +526,7 @@ pub async fn probe_all(
     target: &ProbeTarget,
     keys: Vec<(String, String)>,
 ) -> Vec<(String, Verdict)> {
-    let client = match crate::upstream::Client::new(
-        &target.url,
-        target.connect_timeout,
-        target.tls_ca.as_deref(),
-    ) {
+    let client = match crate::upstream::Client::new(&target.url, &target.reach) {
         Ok(c) => c,
         Err(e) => {
             let reason = format!("cannot use {}: {e}", target.describe());

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fmt::Write as _;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
 use super::proxy::{self, Proxy};
+use crate::config::BackendConfig;
 
 /// An idle connection unused this long is not reused (upstreams close theirs around here).
 const IDLE_MAX: Duration = Duration::from_secs(15);
@@ -115,6 +116,27 @@ enum Io {
     Tls(Box<SslStream<TcpStream>>),
 }
 
+/// How a client reaches its origin, beyond the URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// TCP, proxy tunnel and TLS handshake together.
+    pub connect_timeout: Duration,
+    /// CA certificates trusted besides the system's (`backends[].tls_ca`).
+    pub tls_ca: Option<PathBuf>,
+    /// `backends[].proxy`: `None` = the environment's, `Some("")` = none.
+    pub proxy: Option<String>,
+}
+
+impl Reach {
+    pub fn of(b: &BackendConfig) -> Reach {
+        Reach {
+            connect_timeout: b.connect_timeout,
+            tls_ca: b.tls_ca.clone(),
+            proxy: b.proxy.clone(),
+        }
+    }
+}
+
 /// An answer's status, the one header corral acts on beyond framing, and its body. Other
 /// headers are read for framing and reuse only: nothing downstream needs them, and
 /// keeping them cost every answer a map and an allocation per header.
@@ -126,14 +148,9 @@ pub struct Response {
 }
 
 impl Client {
-    /// A client for `url`, through the proxy the environment names for it (`proxy.rs`).
-    /// Fails on a URL that is not `http`/`https` with a host, an unusable proxy URL, and a
-    /// `tls_ca` file (CA certificates trusted besides the system's) that cannot be used.
-    pub fn new(
-        url: &str,
-        connect_timeout: Duration,
-        tls_ca: Option<&Path>,
-    ) -> Result<Client, Error> {
+    /// A client for `url`. Fails on a URL that is not `http`/`https` with a host, an
+    /// unusable proxy URL, and a `tls_ca` file that cannot be used.
+    pub fn new(url: &str, reach: &Reach) -> Result<Client, Error> {
         let bad = |e: &dyn fmt::Display| Error::BadUrl(format!("{url}: {e}"));
         let uri: Uri = url.parse().map_err(|e| bad(&e))?;
         let https = match uri.scheme_str() {
@@ -150,7 +167,7 @@ impl Client {
             format!("{host}:{port}")
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let proxy = proxy::from_env(https, host).map_err(Error::BadUrl)?;
+        let proxy = proxy::choose(https, host, reach.proxy.as_deref()).map_err(Error::BadUrl)?;
         let mut prefix = uri.path().trim_end_matches('/').to_string();
         let mut extra_head = String::new();
         if let (Some(p), false) = (&proxy, https) {
@@ -162,7 +179,7 @@ impl Client {
         let tls = if https {
             let setup = |e: &dyn fmt::Display| Error::Connect(format!("TLS setup: {e}"));
             let mut builder = SslConnector::builder(SslMethod::tls()).map_err(|e| setup(&e))?;
-            for cert in tls_ca
+            for cert in (reach.tls_ca.as_deref())
                 .map(read_ca_file)
                 .transpose()
                 .map_err(|e| setup(&e))?
@@ -187,7 +204,7 @@ impl Client {
                 extra_head,
                 proxy,
                 tls,
-                connect_timeout,
+                connect_timeout: reach.connect_timeout,
                 idle: RefCell::new(VecDeque::new()),
             }),
         })
@@ -703,20 +720,20 @@ mod tests {
 
     #[test]
     fn urls_give_host_port_authority_and_prefix() {
-        let c = Client::new("http://127.0.0.1:11434", Duration::from_secs(1), None).unwrap();
+        let c = Client::new("http://127.0.0.1:11434", &Reach::default()).unwrap();
         assert_eq!((c.inner.host.as_str(), c.inner.port), ("127.0.0.1", 11434));
         assert_eq!(c.inner.authority, "127.0.0.1:11434");
         assert_eq!(c.inner.prefix, "");
-        let c = Client::new("https://ollama.com:443/", Duration::from_secs(1), None).unwrap();
+        let c = Client::new("https://ollama.com:443/", &Reach::default()).unwrap();
         assert_eq!((c.inner.host.as_str(), c.inner.port), ("ollama.com", 443));
         assert_eq!(c.inner.authority, "ollama.com");
         assert!(c.inner.tls.is_some());
-        let c = Client::new("http://[::1]/ollama/", Duration::from_secs(1), None).unwrap();
+        let c = Client::new("http://[::1]/ollama/", &Reach::default()).unwrap();
         assert_eq!((c.inner.host.as_str(), c.inner.port), ("::1", 80));
         assert_eq!(c.inner.authority, "[::1]");
         assert_eq!(c.inner.prefix, "/ollama");
-        assert!(Client::new("ftp://x", Duration::from_secs(1), None).is_err());
-        assert!(Client::new("not a url", Duration::from_secs(1), None).is_err());
+        assert!(Client::new("ftp://x", &Reach::default()).is_err());
+        assert!(Client::new("not a url", &Reach::default()).is_err());
     }
 
     fn head(text: &str) -> Head {

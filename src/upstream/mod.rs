@@ -18,7 +18,7 @@ use http::header::{HeaderName, HeaderValue};
 
 use crate::actors::supervisor::{BackendInfo, FailureReason};
 use crate::error::{ErrorKind, GatewayError};
-pub use client::Client;
+pub use client::{Client, Reach};
 
 /// A response body as it arrives from the upstream.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>>>>;
@@ -34,8 +34,7 @@ impl UpstreamClients {
         let clients = backends
             .iter()
             .map(|b| {
-                let tls_ca = b.config.tls_ca.as_deref();
-                Client::new(&b.base_url, b.config.connect_timeout, tls_ca)
+                Client::new(&b.base_url, &Reach::of(&b.config))
                     .map_err(|e| tracing::error!(backend = %b.name, error = %e, "backend unusable"))
                     .ok()
             })

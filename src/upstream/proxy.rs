@@ -1,7 +1,10 @@
-//! Outbound HTTP proxies for upstream calls, read from the environment the way curl reads
-//! them: `https_proxy`/`HTTPS_PROXY` for https upstreams, `http_proxy`/`HTTP_PROXY` for plain
-//! ones, `all_proxy`/`ALL_PROXY` for either, and `no_proxy`/`NO_PROXY` for the hosts reached
-//! directly (names, `.domain` suffixes, IP addresses, CIDR ranges, `*`).
+//! Outbound HTTP proxies for upstream calls. A backend's `proxy` setting wins (`""` = none);
+//! without one, the environment is read the way curl reads it: `https_proxy`/`HTTPS_PROXY`
+//! for https upstreams, `http_proxy`/`HTTP_PROXY` for plain ones, `all_proxy`/`ALL_PROXY` for
+//! either, and `no_proxy`/`NO_PROXY` for the hosts reached directly (names, `.domain`
+//! suffixes, IP addresses, CIDR ranges, `*`). Unlike curl, and like Go, an environment proxy
+//! never applies to a loopback host (`localhost`, 127.0.0.0/8, ::1): a sidecar Ollama or the
+//! demo fleet keeps working in a shell that sets `http_proxy`.
 //!
 //! An https upstream is reached through a `CONNECT` tunnel, so TLS runs end to end and the
 //! proxy sees only the host name; a plain one is asked in absolute form
@@ -30,20 +33,24 @@ pub struct Proxy {
     pub shown: String,
 }
 
-/// The proxy the environment names for an upstream on `host`, if any. An unusable proxy
-/// URL is an error, so that it is not silently bypassed.
-pub fn from_env(https: bool, host: &str) -> Result<Option<Proxy>, String> {
-    from_vars(https, host, |name| {
-        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-    })
+/// The proxy for an upstream on `host`: `configured` (a backend's `proxy`) when set, else
+/// the environment's. An unusable proxy URL is an error, so that it is not silently bypassed.
+pub fn choose(https: bool, host: &str, configured: Option<&str>) -> Result<Option<Proxy>, String> {
+    match configured.map(str::trim) {
+        Some("") => Ok(None),
+        Some(url) => parse(url).map(Some),
+        None => from_vars(https, host, |name| {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        }),
+    }
 }
 
-/// The proxy for the upstream `url` (`http[s]://host…`), as [`from_env`].
-pub fn for_url(url: &str) -> Result<Option<Proxy>, String> {
+/// [`choose`] for the upstream `url` (`http[s]://host…`).
+pub fn for_url(url: &str, configured: Option<&str>) -> Result<Option<Proxy>, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
     let host = uri.host().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    from_env(uri.scheme_str() == Some("https"), host)
+    choose(uri.scheme_str() == Some("https"), host, configured)
 }
 
 fn from_vars(
@@ -62,7 +69,7 @@ fn from_vars(
     let no_proxy = var("no_proxy")
         .or_else(|| var("NO_PROXY"))
         .unwrap_or_default();
-    if bypassed(&no_proxy, host) {
+    if loopback(host) || bypassed(&no_proxy, host) {
         return Ok(None);
     }
     parse(url.trim())
@@ -124,6 +131,13 @@ fn split_host_port(s: &str) -> Result<(&str, u16), String> {
         Some((host, p)) => Ok((host, p.parse().map_err(|_| bad_port(p))?)),
         None => Ok((s, DEFAULT_PORT)),
     }
+}
+
+fn loopback(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Does `no_proxy` (comma-separated) exempt `host`?
@@ -288,5 +302,26 @@ mod tests {
         let vars = env(&[("HTTPS_PROXY", "http://p:3128"), ("NO_PROXY", ".internal")]);
         assert_eq!(from_vars(true, "gpu.internal", &vars).unwrap(), None);
         assert!(from_vars(true, "ollama.com", &vars).unwrap().is_some());
+    }
+
+    #[test]
+    fn loopback_never_takes_the_environment_proxy_but_a_configured_one_wins() {
+        let vars = env(&[("http_proxy", "http://p:3128")]);
+        for host in [
+            "localhost",
+            "gpu.localhost",
+            "127.0.0.1",
+            "127.3.2.1",
+            "::1",
+        ] {
+            assert_eq!(from_vars(false, host, &vars).unwrap(), None, "{host}");
+        }
+        assert!(from_vars(false, "10.0.0.7", &vars).unwrap().is_some());
+        let set = choose(false, "localhost", Some("http://q:8080"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(set.shown, "http://q:8080");
+        assert_eq!(choose(true, "ollama.com", Some("")).unwrap(), None);
+        assert!(choose(true, "ollama.com", Some("https://q")).is_err());
     }
 }

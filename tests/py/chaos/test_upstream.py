@@ -184,10 +184,11 @@ def test_tls_upstream_private_ca_hostname_checked(group):
 
 
 def test_upstreams_through_an_outbound_proxy(group):
-    """HTTPS_PROXY, http_proxy and NO_PROXY as curl reads them, against tinyproxy wanting
-    Basic credentials: an https backend through a CONNECT tunnel (TLS end to end, private CA),
-    a plain one asked in absolute form, a NO_PROXY range reached directly. Wrong credentials
-    give the dialect's error naming the proxy's answer; the password shows up nowhere."""
+    """Backends with `proxy` set, against tinyproxy wanting Basic credentials: an https one
+    through a CONNECT tunnel (TLS end to end, private CA), a plain one asked in absolute form.
+    A loopback backend without `proxy` is reached directly although HTTPS_PROXY and
+    http_proxy are set. Wrong credentials give the dialect's error naming the proxy's answer;
+    the password shows up nowhere (logs, admin API, metrics, check-config)."""
     secret = "s3cret-proxy-pw"
     proxy = group.forward_proxy("corral", secret)
     cloud = group.sim("cloud", models=["qwen3:8b"])
@@ -196,12 +197,12 @@ def test_upstreams_through_an_outbound_proxy(group):
     ca = procs.PrivateCA(group.workdir)
     cert, key = ca.issue("localhost", "localhost")
     front = group.tls_front(cloud.port, cert, key)
-    env = {"HTTPS_PROXY": proxy.url("corral", secret), "http_proxy": proxy.url("corral", secret),
-           "NO_PROXY": "127.0.0.0/8"}
+    via = proxy.url("corral", secret)
     c = group.cluster([("cloud", f"https://localhost:{front.port}"),
                        ("lan", f"http://localhost:{lan.port}"), ("near", near.url)],
-                      replicas=1, name="proxied", env=env,
-                      backend_extra={"cloud": {"tls_ca": str(ca.cert)}})
+                      replicas=1, name="proxied", env={"HTTPS_PROXY": via, "http_proxy": via},
+                      backend_extra={"cloud": {"tls_ca": str(ca.cert), "proxy": via},
+                                     "lan": {"proxy": via}})
     r = c.replicas[0]
     client = ollama.Client(host=r.url, headers=c.headers())
     answers = {m: client.chat(model=m, messages=[{"role": "user", "content": "hi"}])
@@ -215,13 +216,15 @@ def test_upstreams_through_an_outbound_proxy(group):
     assert f"CONNECT localhost:{front.port} HTTP/1.1" in asked
     assert f"POST http://localhost:{lan.port}/api/chat HTTP/1.1" in asked
     assert not any(str(near.port) in a for a in asked), asked
-    seen = r.proc.output() + json.dumps(r.backends()) + r.metrics()
+    seen = (r.proc.output() + json.dumps(r.backends()) + r.metrics()
+            + c.cli("check-config").stdout)
+    assert f"proxy = \"http://corral:***@127.0.0.1:{proxy.port}\"" in seen
     assert secret not in seen
 
     bad = group.cluster([("cloud", f"https://localhost:{front.port}")], replicas=1,
                         name="bad-credentials", wait_ready=False,
-                        env={"HTTPS_PROXY": proxy.url("corral", "wrong-" + secret)},
-                        backend_extra={"cloud": {"tls_ca": str(ca.cert), "models": ["qwen3:8b"]}})
+                        backend_extra={"cloud": {"tls_ca": str(ca.cert), "models": ["qwen3:8b"],
+                                                 "proxy": proxy.url("corral", "wrong-" + secret)}})
     r = bad.replicas[0]
     out = refused_in_every_dialect(r, bad.user_token)
     bk = r.backends()[0]
