@@ -342,6 +342,7 @@ impl Tally {
             tokens_in,
             tokens_out,
             tokens_estimated: estimated,
+            shared: self.shared,
             ttfb_ms: self.ttfb.map(|t| t.as_millis() as u64),
             duration_ms: ctx.started.elapsed().as_millis() as u64,
             error: self.error.take(),

@@ -45,6 +45,8 @@ pub struct RequestRecord {
     pub error: Option<String>,
     pub category: Option<String>,
     pub body: Option<Bytes>,
+    /// Answered from another request's upstream call (duplicate suppression).
+    pub shared: bool,
 }
 
 impl RequestRecord {
@@ -140,6 +142,7 @@ pub struct LogRow {
     pub error: Option<String>,
     pub category: Option<String>,
     pub body: Option<Vec<u8>>,
+    pub shared: bool,
 }
 
 impl LogRow {
@@ -169,6 +172,7 @@ impl LogRow {
             error: r.error,
             category: r.category,
             body,
+            shared: r.shared,
         }
     }
 
@@ -210,7 +214,9 @@ pub fn floor_minute(t: NaiveDateTime) -> NaiveDateTime {
     t.duration_trunc(chrono::TimeDelta::minutes(1)).unwrap_or(t)
 }
 
-/// Sums rows into per-minute aggregates keyed like `usage_minute`'s primary key.
+/// Sums rows into per-minute aggregates keyed like `usage_minute`'s primary key. A shared
+/// row counts as a request but not its tokens: they were spent once, by the row of the
+/// request that made the upstream call (as in `corral_tokens_total`).
 pub fn aggregate<'a>(rows: impl IntoIterator<Item = &'a LogRow>) -> Vec<UsageRow> {
     // Hashed once per row: foldhash rather than the default SipHash, which was most of
     // the cost of aggregating.
@@ -237,13 +243,15 @@ pub fn aggregate<'a>(rows: impl IntoIterator<Item = &'a LogRow>) -> Vec<UsageRow
             });
         u.requests += 1;
         u.errors += i64::from(r.is_error());
-        u.tokens_in = u.tokens_in.saturating_add(r.tokens_in);
-        u.tokens_out = u.tokens_out.saturating_add(r.tokens_out);
+        if !r.shared {
+            u.tokens_in = u.tokens_in.saturating_add(r.tokens_in);
+            u.tokens_out = u.tokens_out.saturating_add(r.tokens_out);
+        }
     }
     acc.into_values().collect()
 }
 
-/// Rows per INSERT statement: 500 rows of 18 binds stay below both databases' limits
+/// Rows per INSERT statement: 500 rows of 19 binds stay below both databases' limits
 /// (Postgres 65535, SQLite 32766).
 const ROWS_PER_STATEMENT: usize = 500;
 /// Inserts the whole `$n`-row chunks of `$rest` with one fixed-size multi-row `INSERT`
@@ -480,6 +488,7 @@ pub struct LogEntry {
     pub error: Option<String>,
     pub category: Option<String>,
     pub has_body: bool,
+    pub shared: bool,
 }
 
 impl LogEntry {
@@ -503,6 +512,7 @@ impl LogEntry {
             "error": self.error,
             "category": self.category,
             "has_body": self.has_body,
+            "shared": self.shared,
         })
     }
 }
@@ -528,6 +538,7 @@ macro_rules! entry_columns {
             request_logs::error,
             request_logs::category,
             request_logs::body.is_not_null(),
+            request_logs::shared,
         )
     };
 }
@@ -657,6 +668,11 @@ mod tests {
             aggregate([&unrouted]).pop().map(|u| u.model),
             Some("-".to_string())
         );
+        // A shared answer is a request of its own, but its tokens were spent once.
+        let mut shared = row("f", "m1", 200, 0);
+        shared.shared = true;
+        let both = aggregate([&rows[0], &shared]).pop().unwrap();
+        assert_eq!((both.requests, both.tokens_in), (2, 10));
     }
 
     #[test]

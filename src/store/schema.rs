@@ -35,6 +35,7 @@ diesel::table! {
         error -> Nullable<Text>,
         category -> Nullable<Text>,
         body -> Nullable<Binary>,
+        shared -> Bool,
     }
 }
 

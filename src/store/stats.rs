@@ -163,8 +163,8 @@ pub fn last_24h(conn: &mut DbConnection, now: NaiveDateTime) -> Result<Value, St
             request_logs::client_ip,
             sql::<BigInt>("CAST(COUNT(*) AS BIGINT)"),
             sum("CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END"),
-            sum("tokens_in"),
-            sum("tokens_out"),
+            sum("CASE WHEN shared THEN 0 ELSE tokens_in END"),
+            sum("CASE WHEN shared THEN 0 ELSE tokens_out END"),
         ))
         .load(conn)?;
     let by_ip: Vec<Sums> = by_ip
@@ -204,7 +204,8 @@ mod tests {
 const MODEL_STATS_ROWS: i64 = 200_000;
 
 /// Per served model and per `auto` category over the last `minutes`: requests, errors,
-/// p50/p95 of duration and time to first byte, tokens. Percentiles come from the newest
+/// p50/p95 of duration and time to first byte, tokens; shared answers count as requests
+/// only. Percentiles come from the newest
 /// [`MODEL_STATS_ROWS`] rows of the window (`sampled` says when the window held more).
 pub fn models(
     conn: &mut DbConnection,
@@ -220,6 +221,7 @@ pub fn models(
         Option<i64>,
         i64,
         i64,
+        bool,
     );
     let rows: Vec<Row> = request_logs::table
         .filter(request_logs::time.ge(since))
@@ -233,12 +235,13 @@ pub fn models(
             request_logs::ttfb_ms,
             request_logs::tokens_in,
             request_logs::tokens_out,
+            request_logs::shared,
         ))
         .load(conn)?;
     let sampled = rows.len() as i64 == MODEL_STATS_ROWS;
     let mut by_model: BTreeMap<String, Acc> = BTreeMap::new();
     let mut by_category: BTreeMap<String, Acc> = BTreeMap::new();
-    for (model, category, status, duration, ttfb, tin, tout) in rows {
+    for (model, category, status, duration, ttfb, tin, tout, shared) in rows {
         let model = model.unwrap_or_else(|| "-".into());
         for acc in [
             Some(by_model.entry(model).or_default()),
@@ -247,7 +250,13 @@ pub fn models(
         .into_iter()
         .flatten()
         {
-            acc.add(status, duration, ttfb, tin, tout);
+            if shared {
+                // Answered from another request's call: says nothing of the model's speed,
+                // and its tokens are on that request's row.
+                acc.requests += 1;
+            } else {
+                acc.add(status, duration, ttfb, tin, tout);
+            }
         }
     }
     let list = |m: BTreeMap<String, Acc>, key: &str| -> Vec<Value> {

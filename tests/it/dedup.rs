@@ -117,6 +117,30 @@ async fn concurrent_identical_requests_share_one_upstream_call() {
         assert_eq!(row.model_served.as_deref(), Some("qwen3:8b"));
         assert_eq!(row.tokens_out as u64, eval);
     }
+    // The rows say which answers were shared; the aggregates count their tokens once.
+    assert_eq!(rows.iter().filter(|r| r.shared).count(), 8);
+    let now = chrono::Utc::now().naive_utc();
+    let day = gw
+        .gateway
+        .store
+        .run(move |c| corral::store::stats::last_24h(c, now))
+        .await
+        .expect("usage");
+    assert_eq!(
+        (day["requests"].as_u64(), day["tokens_out"].as_u64()),
+        (Some(9), Some(eval))
+    );
+    let models = gw
+        .gateway
+        .store
+        .run(move |c| corral::store::stats::models(c, now, 60))
+        .await
+        .expect("model stats");
+    let m = &models["by_model"][0];
+    assert_eq!(
+        (m["requests"].as_u64(), m["tokens_out"].as_u64()),
+        (Some(9), Some(eval))
+    );
 }
 
 #[actix_web::test]

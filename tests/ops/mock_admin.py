@@ -144,7 +144,7 @@ class State:
             "key_id": 1 if backend == "ollama-cloud" else None, "status": status,
             "tokens_in": tokens_in, "tokens_out": tokens_out, "tokens_estimated": False,
             "ttfb_ms": ttfb, "duration_ms": duration, "error": error, "category": None,
-            "has_body": body is not None, "_body": body,
+            "has_body": body is not None, "shared": False, "_body": body,
         }
 
     def record(self, user: str, model: str, body: str) -> dict:

@@ -608,6 +608,7 @@
         ['dialect', r.dialect], ['model requested', r.model_requested], ['model served', r.model_served],
         ['category', r.category], ['backend', r.backend], ['key', r.key_id],
         ['tokens in / out', `${fmtInt(r.tokens_in)} / ${fmtInt(r.tokens_out)}${r.tokens_estimated ? ' (estimated)' : ''}`],
+        ['shared', r.shared ? "yes: the answer of an identical request's upstream call (its tokens are counted there)" : null],
         ['TTFB', fmtMs(r.ttfb_ms)], ['duration', fmtMs(r.duration_ms)], ['error', r.error],
       ].filter(([, v]) => v !== null && v !== undefined && v !== '');
       fill($('request-dialog-fields'), fields.map(([k, v]) => [h('dt', { text: k }), h('dd', { text: String(v) })]));
