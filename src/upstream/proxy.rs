@@ -324,4 +324,66 @@ mod tests {
         assert_eq!(choose(true, "ollama.com", Some("")).unwrap(), None);
         assert!(choose(true, "ollama.com", Some("https://q")).is_err());
     }
+
+    /// A proxy on a loopback port that reads one request head and answers `reply`.
+    async fn fake_proxy(reply: &'static [u8]) -> (u16, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 512];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut b).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&b[..n]);
+            }
+            s.write_all(reply).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (port, task)
+    }
+
+    async fn try_tunnel(reply: &'static [u8]) -> (Result<(), String>, String) {
+        let (port, asked) = fake_proxy(reply).await;
+        let p = parse(&format!("http://u:pw@127.0.0.1:{port}")).unwrap();
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let out = tunnel(&mut tcp, &p, "ollama.com:443").await;
+        (out, asked.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn tunnel_asks_with_credentials_and_reads_the_whole_answer_head() {
+        let (ok, asked) =
+            try_tunnel(b"HTTP/1.1 200 Connection established\r\nVia: x\r\n\r\n").await;
+        assert_eq!(ok, Ok(()));
+        assert!(asked.starts_with("CONNECT ollama.com:443 HTTP/1.1\r\nhost: ollama.com:443\r\n"));
+        assert!(
+            asked.contains("proxy-authorization: Basic dTpwdw==\r\n"),
+            "{asked}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tunnel_refusals_are_named_without_the_password() {
+        let (refused, _) = try_tunnel(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
+        let e = refused.unwrap_err();
+        assert!(
+            e.contains("answered 407 Proxy Authentication Required to CONNECT ollama.com:443"),
+            "{e}"
+        );
+        assert!(!e.contains("pw"), "{e}");
+        let (early, _) = try_tunnel(b"HTTP/1.1 200 OK\r\n\r\nsurprise").await;
+        assert!(
+            early
+                .unwrap_err()
+                .contains("bytes after its CONNECT answer")
+        );
+        let (closed, _) = try_tunnel(b"HTTP/1.1 200").await;
+        assert!(closed.unwrap_err().contains("closed the connection"));
+        let (garbage, _) = try_tunnel(b"SSH-2.0-OpenSSH\r\n\r\n").await;
+        assert!(garbage.unwrap_err().contains("bad CONNECT answer"));
+    }
 }
