@@ -469,7 +469,14 @@ impl Config {
         c.redis.url = redact_url(&c.redis.url);
         for b in &mut c.backends {
             b.url = redact_url(&b.url);
-            b.proxy = b.proxy.as_deref().map(redact_url);
+            // A proxy may be written without its scheme, as in `http_proxy`.
+            b.proxy = b.proxy.as_deref().map(|p| {
+                if p.contains("://") || p.is_empty() {
+                    redact_url(p)
+                } else {
+                    redact_url(&format!("http://{p}"))
+                }
+            });
         }
         c
     }
@@ -623,12 +630,14 @@ mod tests {
             "{}",
             problems[0].message
         );
-        let ok = text.replace("socks5://p:1080", "http://bob:hunter2@p:3128");
-        let shown = Config::from_toml(&ok).unwrap().redacted().to_toml();
-        assert!(
-            shown.contains("http://bob:***@p:3128") && !shown.contains("hunter2"),
-            "{shown}"
-        );
+        for proxy in ["http://bob:hunter2@p:3128", "bob:hunter2@p:3128"] {
+            let ok = text.replace("socks5://p:1080", proxy);
+            let shown = Config::from_toml(&ok).unwrap().redacted().to_toml();
+            assert!(
+                shown.contains("http://bob:***@p:3128") && !shown.contains("hunter2"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

@@ -93,7 +93,7 @@ struct Inner {
     /// Head lines after `host` on every call: `proxy-authorization` for a plain upstream
     /// behind a proxy that wants it, else empty.
     extra_head: String,
-    /// The proxy the environment names for this upstream (`proxy.rs`).
+    /// The backend's `proxy`, else the environment's for this upstream (`proxy.rs`).
     proxy: Option<Proxy>,
     tls: Option<SslConnector>,
     connect_timeout: Duration,
@@ -179,13 +179,13 @@ impl Client {
         let tls = if https {
             let setup = |e: &dyn fmt::Display| Error::Connect(format!("TLS setup: {e}"));
             let mut builder = SslConnector::builder(SslMethod::tls()).map_err(|e| setup(&e))?;
-            for cert in (reach.tls_ca.as_deref())
+            let extra_cas = reach
+                .tls_ca
+                .as_deref()
                 .map(read_ca_file)
                 .transpose()
-                .map_err(|e| setup(&e))?
-                .into_iter()
-                .flatten()
-            {
+                .map_err(|e| setup(&e))?;
+            for cert in extra_cas.into_iter().flatten() {
                 builder
                     .cert_store_mut()
                     .add_cert(cert)
