@@ -469,14 +469,7 @@ impl Config {
         c.redis.url = redact_url(&c.redis.url);
         for b in &mut c.backends {
             b.url = redact_url(&b.url);
-            // A proxy may be written without its scheme, as in `http_proxy`.
-            b.proxy = b.proxy.as_deref().map(|p| {
-                if p.contains("://") || p.is_empty() {
-                    redact_url(p)
-                } else {
-                    redact_url(&format!("http://{p}"))
-                }
-            });
+            b.proxy = b.proxy.as_deref().map(redact_url);
         }
         c
     }
@@ -486,17 +479,19 @@ impl Config {
     }
 }
 
-/// Replaces the password of `scheme://user:pass@host` with `***`.
+/// Replaces the password of `[scheme://]user:pass@host` with `***` (proxies, as in
+/// `http_proxy`, may be written without their scheme).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (&url[..scheme.len() + 3], rest),
+        None => ("", url),
     };
     let Some((creds, host)) = rest.rsplit_once('@') else {
         return url.to_string();
     };
     match creds.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://***@{host}"),
+        Some((user, _)) => format!("{scheme}{user}:***@{host}"),
+        None => format!("{scheme}***@{host}"),
     }
 }
 
@@ -630,11 +625,14 @@ mod tests {
             "{}",
             problems[0].message
         );
-        for proxy in ["http://bob:hunter2@p:3128", "bob:hunter2@p:3128"] {
+        for (proxy, redacted) in [
+            ("http://bob:hunter2@p:3128", "http://bob:***@p:3128"),
+            ("bob:hunter2@p:3128", "\"bob:***@p:3128\""),
+        ] {
             let ok = text.replace("socks5://p:1080", proxy);
             let shown = Config::from_toml(&ok).unwrap().redacted().to_toml();
             assert!(
-                shown.contains("http://bob:***@p:3128") && !shown.contains("hunter2"),
+                shown.contains(redacted) && !shown.contains("hunter2"),
                 "{shown}"
             );
         }

@@ -317,11 +317,7 @@ impl Client {
                 return Ok(Io::Plain(tcp));
             };
             if let Some(p) = &inner.proxy {
-                let target = if inner.host.contains(':') {
-                    format!("[{}]:{}", inner.host, inner.port)
-                } else {
-                    format!("{}:{}", inner.host, inner.port)
-                };
+                let target = proxy::host_port(&inner.host, inner.port);
                 proxy::tunnel(&mut tcp, p, &target)
                     .await
                     .map_err(Error::Connect)?;

@@ -104,17 +104,21 @@ fn parse(url: &str) -> Result<Proxy, String> {
             base64::engine::general_purpose::STANDARD.encode(decoded)
         )
     });
-    let shown_host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
     Ok(Proxy {
-        shown: format!("http://{shown_host}:{port}"),
+        shown: format!("http://{}", host_port(host, port)),
         host: host.to_string(),
         port,
         authorization,
     })
+}
+
+/// `host:port`, an IPv6 host in brackets: a `CONNECT` target, or a URL's authority.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 fn split_host_port(s: &str) -> Result<(&str, u16), String> {
