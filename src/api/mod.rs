@@ -39,12 +39,16 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
+/// The Anthropic SDK reads the request id from `request-id` (its `_request_id`).
+const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
 /// Gives every request an id of corral's own (a client's id could repeat another's row)
 /// and echoes it, keeps and echoes the client's `x-request-id` (printable ASCII, capped)
-/// as `x-client-request-id`, refuses oversized request heads, and authenticates a request
-/// with a body before anything reads it. One middleware rather than several: each
-/// `from_fn` layer costs every request a boxed future.
+/// as `x-client-request-id`, tells the SDKs whether an error answer is worth retrying,
+/// refuses oversized request heads, and authenticates a request with a body before
+/// anything reads it. One middleware rather than several: each `from_fn` layer costs
+/// every request a boxed future.
 pub async fn request_head(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -77,11 +81,17 @@ pub async fn request_head(
         req.extensions_mut().insert(RequestId(id, given));
         next.call(req).await?.map_into_left_body()
     };
+    let hint = crate::error::should_retry(res.status());
+    let headers = res.headers_mut();
     if let Some(v) = echo {
-        res.headers_mut().insert(X_REQUEST_ID, v);
+        headers.insert(REQUEST_ID, v.clone());
+        headers.insert(X_REQUEST_ID, v);
+    }
+    if let Some(hint) = hint.filter(|_| !headers.contains_key(X_SHOULD_RETRY)) {
+        headers.insert(X_SHOULD_RETRY, HeaderValue::from_static(hint));
     }
     if let Some(v) = echo_client {
-        res.headers_mut().insert(X_CLIENT_REQUEST_ID, v);
+        headers.insert(X_CLIENT_REQUEST_ID, v);
     }
     Ok(res)
 }
@@ -232,6 +242,38 @@ pub async fn resolve_model(
         Ok(choice) => Ok(choice.model),
         Err(none) => Err(GatewayError::new(ErrorKind::NoCapacity, none.to_string())),
     }
+}
+
+/// Whether chat would find `requested`: through an alias to a virtual model or to one some
+/// backend knows (`qwen3` is `qwen3:latest`), or through one of its fallbacks.
+pub fn model_known(gw: &Gateway, requested: &str) -> bool {
+    let target = gw.aliases.resolve(requested);
+    let fallbacks = gw.config.routing.fallbacks.get(target);
+    gw.auto.is_auto(target)
+        || std::iter::once(target)
+            .chain(fallbacks.into_iter().flatten().map(String::as_str))
+            .any(|m| gw.fleet.knows(m))
+}
+
+/// The model to serve `target` with, fitted to what the request wants (see
+/// [`crate::routing::features`]); the catalogue is read only when a capability is wanted.
+pub async fn fit_features(
+    gw: &Gateway,
+    clients: &crate::upstream::UpstreamClients,
+    target: String,
+    wants: crate::routing::features::Wants,
+) -> Result<crate::routing::features::Fit, GatewayError> {
+    if !wants.any() {
+        return Ok(crate::routing::features::Fit {
+            model: target,
+            thinking: false,
+        });
+    }
+    let catalogue = gw.auto.catalogue(&gw.fleet, clients).await;
+    let fallbacks = gw.config.routing.fallbacks.get(&target);
+    let chain =
+        std::iter::once(target.as_str()).chain(fallbacks.into_iter().flatten().map(String::as_str));
+    crate::routing::features::fit(chain, &catalogue, wants)
 }
 
 /// Every route of the gateway.
