@@ -2,9 +2,9 @@
 """The repo stands on its own: no tracked file may point at files outside it.
 
 Fails (exit 1, one line per hit) when a tracked text file mentions a path beside or above
-the checkout (`../shared/...`), an absolute path of one machine's work directory, or a
-design note that is not in the repo (DESIGN.md, STYLE.md), or cites a section of
-docs/PROTOCOLS.md that does not exist (`PROTOCOLS.md §5.8` needs a heading `5.8`).
+the checkout (the developers' shared notes), an absolute path of one machine's work
+directory, or a design note that is not in the repo (see OUTSIDE below), or cites a section
+of docs/PROTOCOLS.md that does not exist (`PROTOCOLS.md §5.8` needs a heading `5.8`).
 Standard library only; run by `make lint`.
 """
 
