@@ -27,6 +27,8 @@ pub struct Exchange {
     front: Frontend,
     request: Request,
     stream: bool,
+    /// Reasoning the client did not ask for (or the model cannot show) is dropped.
+    hide_thinking: bool,
     record: Record,
 }
 
@@ -57,7 +59,7 @@ impl Exchange {
         decode: impl FnOnce(Bytes) -> Result<Inbound, GatewayError>,
     ) -> Result<Exchange, HttpResponse> {
         let refuse = |e: GatewayError| e.response(dialect);
-        let caller = gw.auth.authenticate(req.headers()).await.map_err(refuse)?;
+        let caller = super::authenticate(req, &gw).await.map_err(refuse)?;
         let limit = gw.config.server.body_limit.as_u64() as usize;
         let body = super::read_body(payload, req, limit)
             .await
@@ -81,6 +83,7 @@ impl Exchange {
             front: inbound.front,
             request: inbound.request,
             stream: inbound.stream,
+            hide_thinking: false,
             record,
         })
     }
@@ -147,6 +150,10 @@ impl Exchange {
             Ok(t) => t,
             Err(e) => return self.fail(e),
         };
+        let target = match self.fit(clients, target).await {
+            Ok(t) => t,
+            Err(e) => return self.fail(e),
+        };
         if let Some(body) = self
             .front
             .local_answer(&self.gw, &target, self.record.requested())
@@ -197,6 +204,19 @@ impl Exchange {
         }
     }
 
+    /// Phase 2, continued: a model of the chain that has what the request wants
+    /// (thinking, tools, images); the request is fitted to what that model can show.
+    async fn fit(
+        &mut self,
+        clients: &UpstreamClients,
+        target: String,
+    ) -> Result<String, GatewayError> {
+        let wants = self.request.wants();
+        let fit = super::fit_features(&self.gw, clients, target, wants).await?;
+        self.hide_thinking = self.request.fit_thinking(fit.thinking)?;
+        Ok(fit.model)
+    }
+
     /// A failure before any byte reached the client.
     fn fail(mut self, e: GatewayError) -> HttpResponse {
         let status = e.status(self.front.dialect()).as_u16();
@@ -216,9 +236,13 @@ impl Exchange {
     /// the stream, so a client that goes away mid-way is recorded too.
     fn relay_stream(self, upstream: Upstream) -> HttpResponse {
         let kind = upstream.backend.config.kind;
-        let relay = self
-            .front
-            .relay(&self.request, kind, self.record.requested(), self.rewrite());
+        let relay = self.front.relay(
+            &self.request,
+            kind,
+            self.record.requested(),
+            self.rewrite(),
+            self.hide_thinking,
+        );
         let mut resp = HttpResponse::Ok();
         resp.content_type(self.front.stream_type());
         self.record
@@ -239,6 +263,7 @@ impl Exchange {
                     bytes,
                     self.record.requested(),
                     rewrite.as_deref(),
+                    self.hide_thinking,
                 )
             });
         let (body, tokens) = match answer {

@@ -41,12 +41,13 @@ impl Record {
         model: String,
         body: Bytes,
     ) -> Record {
-        let request_id = req
+        let (request_id, client_request_id) = req
             .extensions_mut()
             .remove::<crate::api::RequestId>()
-            .map(|r| r.0)
+            .map(|r| (r.0, r.1))
             .unwrap_or_default();
         let mut state = State::new(request_id, dialect, user, model);
+        state.client_request_id = client_request_id;
         state.client_ip = req.peer_addr().map(|a| a.ip());
         state.body = Some(body);
         Record { gw, state }
@@ -77,6 +78,8 @@ impl Drop for Record {
 /// private: the phases say what happened through the methods below.
 pub struct State {
     request_id: String,
+    /// The client's own `x-request-id`, kept in its own column.
+    client_request_id: Option<String>,
     dialect: Dialect,
     started: Instant,
     user: String,
@@ -153,6 +156,7 @@ impl State {
     pub fn new(request_id: String, dialect: Dialect, user: String, model: String) -> State {
         State {
             request_id,
+            client_request_id: None,
             dialect,
             started: Instant::now(),
             user,
@@ -387,6 +391,7 @@ impl State {
             error,
             category: self.category.take(),
             body: self.body.take(),
+            client_request_id: self.client_request_id.take(),
         };
         Settlement {
             row,

@@ -141,10 +141,12 @@ async fn try_backend(
         ));
     };
     let mut tries = 0;
+    // Keys the upstream refused in this request: counted once each, never sent again.
+    let mut refused: Vec<KeyLease> = Vec::new();
     loop {
         tries += 1;
         let key = match &backend.config.key_pool {
-            Some(pool) => match gw.keys.pick(pool, &model) {
+            Some(pool) => match gw.keys.pick_avoiding(pool, &model, &refused) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     // Every key cooling down: another backend may still serve.
@@ -206,12 +208,14 @@ async fn try_backend(
             .inc();
         if let Some(k) = &key {
             if let Some(outcome) = key_outcome(&failure, &model) {
-                let retry_key = !matches!(outcome, KeyOutcome::ServerError);
                 if matches!(outcome, KeyOutcome::RateLimited { .. }) {
                     gw.metrics.rate_limited.with_label_values(&["key"]).inc();
                 }
+                if outcome == KeyOutcome::AuthFailed {
+                    refused.push(k.clone());
+                }
                 gw.keys.report(k, outcome);
-                if retry_key && tries < KEY_TRIES {
+                if tries < KEY_TRIES {
                     tracing::info!(backend = %backend.name, key = %k.prefix(), "upstream key refused; trying another key");
                     continue;
                 }
@@ -236,7 +240,7 @@ fn key_outcome(f: &upstream::Failure, model: &str) -> Option<KeyOutcome> {
             model: model.to_string(),
         }),
         401 | 403 => Some(KeyOutcome::AuthFailed),
-        500..=599 => Some(KeyOutcome::ServerError),
+        // 5xx, 529 and the rest are the backend's health, never the key's.
         _ => None,
     }
 }

@@ -16,6 +16,7 @@ use crate::dialect::relay::{ClientWriter, OllamaRelay, Relay, SsePassthrough, Tr
 use crate::dialect::{Dialect, anthropic, ollama, openai};
 use crate::error::GatewayError;
 use crate::ir::{ChatRequest, EmbedEncoding, EmbedRequest, EmbedResponse};
+use crate::routing::features::{self, Wants};
 use crate::upstream::{Call, kind};
 
 /// A decoded request: what the client asked for, and how to answer it.
@@ -37,6 +38,8 @@ pub enum Frontend {
         id: String,
         created: i64,
         include_usage: bool,
+        /// The client asked for reasoning (`reasoning_effort`), so answers carry it.
+        reasoning: bool,
     },
     OpenAiEmbeddings {
         encoding: EmbedEncoding,
@@ -62,6 +65,13 @@ pub enum Request {
         path: &'static str,
         body: Bytes,
         canonical: OnceCell<Result<Canonical, GatewayError>>,
+        /// What the request wants from its model, read from the client's bytes.
+        wants: Wants,
+        /// The body has a `think` field (kept as sent when the model may think).
+        had_think: bool,
+        /// The body for Ollama upstreams when it differs from the client's (`think: false`
+        /// for a model that cannot show reasoning).
+        native: Option<Bytes>,
     },
 }
 
@@ -91,16 +101,19 @@ impl Inbound {
     /// `POST /v1/chat/completions` (`legacy`: `/v1/completions`, which always goes through
     /// the canonical form).
     pub fn openai_chat(body: Bytes, legacy: bool) -> Result<Inbound, GatewayError> {
+        super::body::json_object(&body)?;
         let chat = if legacy {
             openai::decode_completion(&body)?
         } else {
             openai::decode_chat(&body)?
         };
+        super::body::model_name(&chat.model)?;
         let front = Frontend::OpenAi {
             legacy,
             id: openai::new_completion_id(),
             created: now(),
             include_usage: chat.include_usage,
+            reasoning: features::asks_thinking(chat.think),
         };
         let raw = (!legacy).then_some((body, "/v1/chat/completions"));
         Ok(Inbound {
@@ -116,7 +129,9 @@ impl Inbound {
 
     /// `POST /v1/embeddings`.
     pub fn openai_embeddings(body: Bytes) -> Result<Inbound, GatewayError> {
+        super::body::json_object(&body)?;
         let embed = openai::decode_embeddings(&body)?;
+        super::body::model_name(&embed.model)?;
         Ok(Inbound {
             front: Frontend::OpenAiEmbeddings {
                 encoding: embed.encoding,
@@ -129,7 +144,9 @@ impl Inbound {
 
     /// `POST /v1/messages`.
     pub fn anthropic(body: Bytes) -> Result<Inbound, GatewayError> {
+        super::body::json_object(&body)?;
         let chat = anthropic::decode_messages(&body)?;
+        super::body::model_name(&chat.model)?;
         let front = Frontend::Anthropic {
             id: anthropic::new_message_id(),
             estimate: chat.estimate_input_tokens(),
@@ -147,24 +164,39 @@ impl Inbound {
 
     /// An Ollama generation endpoint at `path`; chat and generate stream by default.
     pub fn ollama(path: &'static str, body: Bytes) -> Result<Inbound, GatewayError> {
+        super::body::json_object(&body)?;
         let p: Peek = serde_json::from_slice(&body)
             .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
+        let generates = generates(path);
+        let wants = if generates {
+            p.wants()
+        } else {
+            Wants::default()
+        };
         let model = match p.model {
             Some(m) if !m.is_empty() => m,
             _ => return Err(GatewayError::bad_field("model", "is required")),
         };
-        let streams_by_default = matches!(path, "/api/chat" | "/api/generate");
+        super::body::model_name(&model)?;
         Ok(Inbound {
             front: Frontend::Ollama { path },
             model,
-            stream: streams_by_default && p.stream.unwrap_or(true),
+            stream: generates && p.stream.unwrap_or(true),
             request: Request::Ollama {
                 path,
                 body,
                 canonical: OnceCell::new(),
+                wants,
+                had_think: p.think.is_some(),
+                native: None,
             },
         })
     }
+}
+
+/// Chat and generate stream by default and generate text; embeddings and show do neither.
+fn generates(path: &str) -> bool {
+    matches!(path, "/api/chat" | "/api/generate")
 }
 
 /// The fields corral needs from an Ollama request; the rest passes through untouched.
@@ -174,6 +206,38 @@ struct Peek {
     model: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
+    /// `null` reads as absent, as Ollama's pointer field does.
+    #[serde(default)]
+    think: Option<Value>,
+    #[serde(default)]
+    tools: Option<Vec<serde::de::IgnoredAny>>,
+    /// `/api/generate` images.
+    #[serde(default)]
+    images: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    messages: Option<Vec<PeekMessage>>,
+}
+
+#[derive(Deserialize)]
+struct PeekMessage {
+    #[serde(default)]
+    images: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+impl Peek {
+    /// What the request wants from its model; `think` counts when it is not `false`.
+    fn wants(&self) -> Wants {
+        let some =
+            |v: &Option<Vec<serde::de::IgnoredAny>>| v.as_ref().is_some_and(|v| !v.is_empty());
+        Wants {
+            thinking: self
+                .think
+                .as_ref()
+                .is_some_and(|t| !matches!(t, Value::Bool(false))),
+            tools: some(&self.tools),
+            vision: some(&self.images) || self.messages.iter().flatten().any(|m| some(&m.images)),
+        }
+    }
 }
 
 impl Request {
@@ -189,6 +253,44 @@ impl Request {
         }
     }
 
+    /// What the request wants from its model (thinking, tools, images).
+    pub fn wants(&self) -> Wants {
+        match self {
+            Request::Chat { chat, .. } => Wants::of(chat),
+            Request::Embed(_) => Wants::default(),
+            Request::Ollama { wants, .. } => *wants,
+        }
+    }
+
+    /// Fits the request to a model that cannot show reasoning (`thinking` false): no
+    /// thinking is asked upstream. Returns whether reasoning the model sends anyway must be
+    /// hidden from the client.
+    pub fn fit_thinking(&mut self, thinking: bool) -> Result<bool, GatewayError> {
+        match self {
+            Request::Chat { chat, .. } => {
+                if !thinking && Wants::of(chat).thinking {
+                    chat.think = None;
+                }
+                Ok(!thinking)
+            }
+            Request::Embed(_) => Ok(false),
+            Request::Ollama {
+                path,
+                body,
+                had_think,
+                native,
+                ..
+            } => {
+                let hide = generates(path) && !thinking;
+                // Reasoning only when asked and possible: Ollama backends get `think: false`.
+                if hide {
+                    *native = Some(ollama::with_think_off(body, *had_think)?);
+                }
+                Ok(hide)
+            }
+        }
+    }
+
     /// Embeddings name a real model: the virtual `auto` model is for chat.
     pub fn may_be_auto(&self) -> bool {
         !matches!(self, Request::Embed(_))
@@ -200,6 +302,7 @@ impl Request {
                 path,
                 body,
                 canonical,
+                ..
             } => canonical
                 .get_or_init(|| Canonical::decode(path, body))
                 .as_ref()
@@ -237,9 +340,15 @@ impl Request {
             }
             Request::Chat { chat, .. } => Ok(kind::chat_call(kind, served, chat, client)),
             Request::Embed(e) => kind::embed_call(kind, &backend.name, served, e),
-            Request::Ollama { path, body, .. } if kind == BackendKind::Ollama => Ok(
-                Call::post_json(*path, passthrough_body(body, requested, served)?),
-            ),
+            Request::Ollama {
+                path, body, native, ..
+            } if kind == BackendKind::Ollama => {
+                let body = native.as_ref().unwrap_or(body);
+                Ok(Call::post_json(
+                    *path,
+                    passthrough_body(body, requested, served)?,
+                ))
+            }
             Request::Ollama { .. } => match self.canonical()? {
                 Canonical::Chat(chat) => Ok(kind::chat_call(kind, served, chat, client)),
                 Canonical::Embed(e) => kind::embed_call(kind, &backend.name, served, e),
@@ -310,10 +419,12 @@ impl Frontend {
                 id,
                 created,
                 include_usage,
+                reasoning,
             } => ClientWriter::OpenAi(if *legacy {
                 openai::StreamWriter::completion(id, *created, requested, *include_usage)
             } else {
                 openai::StreamWriter::new(id, *created, requested, *include_usage)
+                    .with_reasoning(*reasoning)
             }),
             Frontend::Anthropic { id, estimate } => {
                 ClientWriter::Anthropic(anthropic::StreamWriter::new(id, requested, *estimate))
@@ -333,13 +444,17 @@ impl Frontend {
         kind: BackendKind,
         requested: &str,
         rewrite: Option<String>,
+        hide_thinking: bool,
     ) -> Relay {
         let dialect = self.dialect();
         if !request.passes_through(dialect, kind) {
-            return Relay::Translate(TranslateRelay::new(kind, self.writer(requested)));
+            let relay = TranslateRelay::new(kind, self.writer(requested));
+            return Relay::Translate(relay.hiding_thinking(hide_thinking));
         }
         match dialect {
-            Dialect::Ollama => Relay::Ollama(OllamaRelay::new(rewrite)),
+            Dialect::Ollama => {
+                Relay::Ollama(OllamaRelay::new(rewrite).hiding_thinking(hide_thinking))
+            }
             _ => Relay::Sse(SsePassthrough::new(kind, rewrite, self.writer(requested))),
         }
     }
@@ -352,10 +467,12 @@ impl Frontend {
         bytes: Bytes,
         requested: &str,
         rewrite: Option<&str>,
+        hide_thinking: bool,
     ) -> Result<(Whole, Option<(u64, u64)>), GatewayError> {
         let passthrough = request.passes_through(self.dialect(), kind);
         if let (Frontend::Ollama { .. }, true) = (self, passthrough) {
-            let (bytes, tokens) = crate::dialect::relay::ollama_whole(bytes, rewrite)?;
+            let (bytes, tokens) =
+                crate::dialect::relay::ollama_whole(bytes, rewrite, hide_thinking)?;
             return Ok((Whole::Bytes(bytes), tokens));
         }
         let embed = match request {
@@ -371,8 +488,12 @@ impl Frontend {
                 tokens,
             ));
         }
-        let resp = kind::parse_chat(kind, &bytes)?;
+        let mut resp = kind::parse_chat(kind, &bytes)?;
         let tokens = Some((resp.usage.input, resp.usage.output));
+        if hide_thinking {
+            resp.thinking.clear();
+            resp.thinking_signature = None;
+        }
         if passthrough {
             // The upstream's own answer, with the client's model name.
             if let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) {

@@ -186,6 +186,7 @@ pub struct TranslateRelay {
     writer: ClientWriter,
     events: Vec<StreamEvent>,
     usage: Option<Usage>,
+    hide_thinking: bool,
 }
 
 impl TranslateRelay {
@@ -195,13 +196,26 @@ impl TranslateRelay {
             writer,
             events: Vec::new(),
             usage: None,
+            hide_thinking: false,
         }
+    }
+
+    /// Drops reasoning the client did not ask for (a model that thinks by default).
+    pub fn hiding_thinking(mut self, hide: bool) -> TranslateRelay {
+        self.hide_thinking = hide;
+        self
     }
 
     fn write_events(&mut self, out: &mut BytesMut) {
         for ev in self.events.drain(..) {
-            if let StreamEvent::Done { usage, .. } = &ev {
-                self.usage = Some(*usage);
+            match &ev {
+                StreamEvent::Done { usage, .. } => self.usage = Some(*usage),
+                StreamEvent::ThinkingDelta(_) | StreamEvent::ThinkingSignature(_)
+                    if self.hide_thinking =>
+                {
+                    continue;
+                }
+                _ => {}
             }
             self.writer.push(&ev, out);
         }
@@ -252,6 +266,12 @@ impl SsePassthrough {
             out.extend_from_slice(b"\n");
         }
         out.extend_from_slice(b"data: ");
+        // An upstream's error event is upstream text like any error body.
+        if event == Some("error") || data.starts_with("{\"error\"") {
+            out.extend_from_slice(crate::redact::scrub(data).as_bytes());
+            out.extend_from_slice(b"\n\n");
+            return;
+        }
         match &self.rewrite {
             Some(model) if data.contains("\"model\"") => {
                 out.extend_from_slice(rewrite_model(data, model).as_bytes());
@@ -309,6 +329,7 @@ pub struct OllamaRelay {
     lines: LineSplitter,
     batch: Vec<Bytes>,
     rewrite: Option<String>,
+    hide_thinking: bool,
     done: bool,
     usage: Option<(u64, u64)>,
 }
@@ -319,9 +340,16 @@ impl OllamaRelay {
             lines: LineSplitter::new(MAX_LINE),
             batch: Vec::new(),
             rewrite,
+            hide_thinking: false,
             done: false,
             usage: None,
         }
+    }
+
+    /// Drops reasoning the client did not ask for (gpt-oss reasons even with `think: false`).
+    pub fn hiding_thinking(mut self, hide: bool) -> OllamaRelay {
+        self.hide_thinking = hide;
+        self
     }
 
     fn line(&mut self, line: &[u8], out: &mut BytesMut) -> Result<(), GatewayError> {
@@ -330,7 +358,8 @@ impl OllamaRelay {
         }
         let is_error = line.starts_with(b"{\"error\"");
         let is_done = contains(line, b"\"done\":true");
-        if !is_error && !is_done && self.rewrite.is_none() && !needs_escape(line) {
+        let thinks = self.hide_thinking && contains(line, b"\"thinking\"");
+        if !is_error && !is_done && !thinks && self.rewrite.is_none() && !needs_escape(line) {
             // The hot path: validate without building a tree, forward the bytes.
             serde_json::from_slice::<serde::de::IgnoredAny>(line).map_err(garbage)?;
             out.extend_from_slice(line);
@@ -345,6 +374,9 @@ impl OllamaRelay {
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             self.done = true;
             self.usage = usage_of(&v);
+        }
+        if thinks && !ollama::strip_thinking(&mut v) {
+            return Ok(());
         }
         if let Some(model) = &self.rewrite {
             if v.get("model").is_some() {
@@ -391,7 +423,17 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 pub fn ollama_whole(
     bytes: Bytes,
     rewrite: Option<&str>,
+    hide_thinking: bool,
 ) -> Result<(Bytes, Option<(u64, u64)>), GatewayError> {
+    if hide_thinking && contains(&bytes, b"\"thinking\"") {
+        let mut v: Value = serde_json::from_slice(&bytes).map_err(garbage)?;
+        ollama::strip_thinking(&mut v);
+        if let (Some(model), Some(_)) = (rewrite, v.get("model")) {
+            v["model"] = Value::String(model.to_string());
+        }
+        let usage = usage_of(&v);
+        return Ok((Bytes::from(v.to_string()), usage));
+    }
     let Some(model) = rewrite else {
         let counts: Counts = serde_json::from_slice(&bytes).map_err(garbage)?;
         let usage =
@@ -552,13 +594,13 @@ data: [DONE]\n\n";
         let body = Bytes::from_static(
             b"{\"model\":\"real\",\"done\":true,\"prompt_eval_count\":2,\"eval_count\":9}",
         );
-        let (same, usage) = ollama_whole(body.clone(), None).unwrap();
+        let (same, usage) = ollama_whole(body.clone(), None, false).unwrap();
         assert_eq!(same, body);
         assert_eq!(usage, Some((2, 9)));
-        let (renamed, _) = ollama_whole(body, Some("alias")).unwrap();
+        let (renamed, _) = ollama_whole(body, Some("alias"), false).unwrap();
         let renamed: Value = serde_json::from_slice(&renamed).unwrap();
         assert_eq!(renamed["model"], "alias");
-        let bad = ollama_whole(Bytes::from_static(b"<html>"), None).unwrap_err();
+        let bad = ollama_whole(Bytes::from_static(b"<html>"), None, false).unwrap_err();
         assert_eq!(bad.kind, ErrorKind::UpstreamProtocol);
     }
 }
