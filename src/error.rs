@@ -220,6 +220,18 @@ impl GatewayError {
     }
 }
 
+/// The `x-should-retry` value for an answer with `status`, which both official SDKs obey
+/// over their own rules: `None` for a success. A retry helps only where the cause can pass
+/// (timeouts, conflicts, rate limits, server trouble); a bad request, a bad token or an
+/// unknown model stays what it is, so clients such as Claude Code give up at once.
+pub fn should_retry(status: StatusCode) -> Option<&'static str> {
+    match status.as_u16() {
+        0..=399 => None,
+        408 | 409 | 429 | 500..=599 => Some("true"),
+        _ => Some("false"),
+    }
+}
+
 impl std::fmt::Display for GatewayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -276,6 +288,18 @@ mod tests {
             "not_found_error"
         );
         assert_eq!(e.status(Dialect::OpenAi), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn retry_hints_follow_the_status() {
+        let hint = |s: u16| should_retry(StatusCode::from_u16(s).unwrap());
+        for s in [400, 401, 403, 404, 413, 415, 422, 431] {
+            assert_eq!(hint(s), Some("false"), "{s}");
+        }
+        for s in [408, 409, 429, 500, 502, 503, 504, 529] {
+            assert_eq!(hint(s), Some("true"), "{s}");
+        }
+        assert_eq!(hint(200), None);
     }
 
     #[test]

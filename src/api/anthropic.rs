@@ -62,6 +62,10 @@ async fn count_tokens(
         .await
         .map_err(err)?;
     let chat = anthropic::decode_count_tokens(&body).map_err(err)?;
+    // The same answer /v1/messages would give for a model no backend has.
+    if !api::model_known(&gw, &chat.model) {
+        return Err(err(GatewayError::unknown_model(&chat.model)));
+    }
     Ok(HttpResponse::Ok().json(anthropic::count_tokens_response(
         chat.estimate_input_tokens().max(1),
     )))

@@ -190,6 +190,7 @@ pub struct TranslateRelay {
     writer: ClientWriter,
     events: Vec<StreamEvent>,
     usage: Option<Usage>,
+    hide_thinking: bool,
 }
 
 impl TranslateRelay {
@@ -199,13 +200,26 @@ impl TranslateRelay {
             writer,
             events: Vec::new(),
             usage: None,
+            hide_thinking: false,
         }
+    }
+
+    /// Drops reasoning the client did not ask for (a model that thinks by default).
+    pub fn hiding_thinking(mut self, hide: bool) -> TranslateRelay {
+        self.hide_thinking = hide;
+        self
     }
 
     fn write_events(&mut self, out: &mut BytesMut) {
         for ev in self.events.drain(..) {
-            if let StreamEvent::Done { usage, .. } = &ev {
-                self.usage = Some(*usage);
+            match &ev {
+                StreamEvent::Done { usage, .. } => self.usage = Some(*usage),
+                StreamEvent::ThinkingDelta(_) | StreamEvent::ThinkingSignature(_)
+                    if self.hide_thinking =>
+                {
+                    continue;
+                }
+                _ => {}
             }
             self.writer.push(&ev, out);
         }
@@ -415,7 +429,16 @@ async fn place_chat(
     )
     .await
     .map_err(|e| e.in_dialect(dialect))?;
-    let chat = &*chat;
+    let wants = crate::routing::features::Wants::of(&chat);
+    let fit = crate::api::fit_features(&gw, clients, target, wants)
+        .await
+        .map_err(|e| e.in_dialect(dialect))?;
+    let (target, show_thinking) = (fit.model, fit.thinking);
+    let mut chat = std::sync::Arc::try_unwrap(chat).unwrap_or_else(|c| (*c).clone());
+    if wants.thinking && !show_thinking {
+        chat.think = None;
+    }
+    let chat = &chat;
     let build = |b: &BackendInfo, served: &str| match &answer.raw {
         Some((raw, path)) if same_dialect(dialect, b.config.kind) => {
             raw_call(b, served, raw, path, req)
@@ -438,13 +461,13 @@ async fn place_chat(
             let rewrite = (served.model != chat.model).then(|| chat.model.clone());
             Box::new(SsePassthrough::new(kind, rewrite, writer))
         } else {
-            Box::new(TranslateRelay::new(kind, writer))
+            Box::new(TranslateRelay::new(kind, writer).hiding_thinking(!show_thinking))
         };
         return Ok(stream_response(served, relay, tally, dialect));
     }
     let mut passthrough_body: Option<Value> = None;
     let keep = std::cell::RefCell::new(&mut passthrough_body);
-    let (resp, served) = whole(served, &mut tally, |kind, bytes| {
+    let (mut resp, served) = whole(served, &mut tally, |kind, bytes| {
         let parsed = parse_chat_response(kind, bytes)?;
         if passthrough {
             **keep.borrow_mut() = serde_json::from_slice(bytes).ok();
@@ -455,6 +478,10 @@ async fn place_chat(
     .map_err(|e| e.in_dialect(dialect))?;
 
     tally.tokens = Some((resp.usage.input, resp.usage.output));
+    if !show_thinking {
+        resp.thinking.clear();
+        resp.thinking_signature = None;
+    }
     let body = (answer.whole)(&resp);
     let body = match passthrough_body {
         Some(mut v) => {

@@ -34,9 +34,13 @@ pub struct RequestId(pub String);
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The Anthropic SDK reads the request id from `request-id` (its `_request_id`).
+const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
-/// Gives every request an id (the client's, when it is short and plain) and echoes it, and
-/// refuses oversized request heads before any handler runs. One middleware rather than two:
+/// Gives every request an id (the client's, when it is short and plain) and echoes it, tells
+/// the SDKs whether an error answer is worth retrying, and refuses oversized request heads
+/// before any handler runs. One middleware rather than two:
 /// each `from_fn` layer costs every request a boxed future.
 pub async fn request_head(
     req: ServiceRequest,
@@ -72,8 +76,14 @@ pub async fn request_head(
         req.extensions_mut().insert(RequestId(id));
         next.call(req).await?.map_into_left_body()
     };
+    let hint = crate::error::should_retry(res.status());
+    let headers = res.headers_mut();
     if let Some(v) = echo {
-        res.headers_mut().insert(X_REQUEST_ID, v);
+        headers.insert(REQUEST_ID, v.clone());
+        headers.insert(X_REQUEST_ID, v);
+    }
+    if let Some(hint) = hint.filter(|_| !headers.contains_key(X_SHOULD_RETRY)) {
+        headers.insert(X_SHOULD_RETRY, HeaderValue::from_static(hint));
     }
     Ok(res)
 }
@@ -210,6 +220,38 @@ pub async fn resolve_model(
         Ok(choice) => Ok(choice.model),
         Err(none) => Err(GatewayError::new(ErrorKind::NoCapacity, none.to_string())),
     }
+}
+
+/// Whether chat would find `requested`: through an alias to a virtual model or to one some
+/// backend knows (`qwen3` is `qwen3:latest`), or through one of its fallbacks.
+pub fn model_known(gw: &Gateway, requested: &str) -> bool {
+    let target = gw.aliases.resolve(requested);
+    let fallbacks = gw.config.routing.fallbacks.get(target);
+    gw.auto.is_auto(target)
+        || std::iter::once(target)
+            .chain(fallbacks.into_iter().flatten().map(String::as_str))
+            .any(|m| gw.fleet.knows(m))
+}
+
+/// The model to serve `target` with, fitted to what the request wants (see
+/// [`crate::routing::features`]); the catalogue is read only when a capability is wanted.
+pub async fn fit_features(
+    gw: &Gateway,
+    clients: &crate::upstream::UpstreamClients,
+    target: String,
+    wants: crate::routing::features::Wants,
+) -> Result<crate::routing::features::Fit, GatewayError> {
+    if !wants.any() {
+        return Ok(crate::routing::features::Fit {
+            model: target,
+            thinking: false,
+        });
+    }
+    let catalogue = gw.auto.catalogue(&gw.fleet, clients).await;
+    let fallbacks = gw.config.routing.fallbacks.get(&target);
+    let chain =
+        std::iter::once(target.as_str()).chain(fallbacks.into_iter().flatten().map(String::as_str));
+    crate::routing::features::fit(chain, &catalogue, wants)
 }
 
 /// Every route of the gateway.

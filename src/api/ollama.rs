@@ -20,6 +20,7 @@ use crate::dialect::ollama;
 use crate::dialect::ollama::{ndjson_line, needs_escape};
 use crate::error::{DialectError, ErrorKind, GatewayError};
 use crate::ir::{ChatRequest, EmbedRequest};
+use crate::routing::features::Wants;
 use crate::upstream::lines::LineSplitter;
 use crate::upstream::{Call, UpstreamClients};
 
@@ -84,6 +85,38 @@ struct Peek {
     model: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
+    /// `null` reads as absent, as Ollama's pointer field does.
+    #[serde(default)]
+    think: Option<Value>,
+    #[serde(default)]
+    tools: Option<Vec<serde::de::IgnoredAny>>,
+    /// `/api/generate` images.
+    #[serde(default)]
+    images: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    messages: Option<Vec<PeekMessage>>,
+}
+
+#[derive(Deserialize)]
+struct PeekMessage {
+    #[serde(default)]
+    images: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+impl Peek {
+    /// What the request wants from its model; `think` counts when it is not `false`.
+    fn wants(&self) -> Wants {
+        let some =
+            |v: &Option<Vec<serde::de::IgnoredAny>>| v.as_ref().is_some_and(|v| !v.is_empty());
+        Wants {
+            thinking: self
+                .think
+                .as_ref()
+                .is_some_and(|t| !matches!(t, Value::Bool(false))),
+            tools: some(&self.tools),
+            vision: some(&self.images) || self.messages.iter().flatten().any(|m| some(&m.images)),
+        }
+    }
 }
 
 fn peek(body: &[u8]) -> Result<Peek, GatewayError> {
@@ -165,6 +198,13 @@ async fn generation(
         .map_err(err)?;
     let p = peek(&body).map_err(err)?;
     let stream = streams_by_default && p.stream.unwrap_or(true);
+    let generates = matches!(path, "/api/chat" | "/api/generate");
+    let wants = if generates {
+        p.wants()
+    } else {
+        Wants::default()
+    };
+    let had_think = p.think.is_some();
     let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
     ctx.requested_model = p.model.unwrap_or_default();
     ctx.body = Some(body.clone());
@@ -177,13 +217,29 @@ async fn generation(
     } else {
         gw.dedup.key(&ctx, &req)
     };
+    let asked = Asked {
+        wants,
+        had_think,
+        generates,
+    };
     dedup::serve(gw.clone(), key, ctx, |ctx| {
-        place(req, gw, clients, path, body, stream, ctx)
+        place(req, gw, clients, path, body, stream, asked, ctx)
     })
     .await
 }
 
+/// What a generation request asked of its model, read from the client's bytes.
+#[derive(Clone, Copy)]
+struct Asked {
+    wants: Wants,
+    /// The body has a `think` field (kept as sent when the model may think).
+    had_think: bool,
+    /// Chat or generate, not embeddings or show.
+    generates: bool,
+}
+
 /// Places and forwards one generation request, streamed or whole.
+#[allow(clippy::too_many_arguments)]
 async fn place(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -191,6 +247,7 @@ async fn place(
     path: &'static str,
     body: Bytes,
     stream: bool,
+    asked: Asked,
     mut ctx: Ctx,
 ) -> Result<HttpResponse, DialectError> {
     let requested = ctx.requested_model.clone();
@@ -204,11 +261,22 @@ async fn place(
     let target = api::resolve_model(&gw, &clients, &requested, auto_view, &mut ctx)
         .await
         .map_err(err)?;
+    let fit = api::fit_features(&gw, &clients, target, asked.wants)
+        .await
+        .map_err(err)?;
+    let (target, show_thinking) = (fit.model, fit.thinking);
+    // Reasoning only when asked and possible: Ollama backends get `think: false` otherwise.
+    let native = if asked.generates && !show_thinking {
+        ollama::with_think_off(&body, asked.had_think).map_err(err)?
+    } else {
+        body.clone()
+    };
+    let hide_thinking = asked.generates && !show_thinking;
     let build = |backend: &BackendInfo, served: &str| -> Result<Call, GatewayError> {
         if backend.config.kind == BackendKind::Ollama {
             return Ok(Call::post_json(
                 path,
-                passthrough_body(&body, &requested, served)?,
+                passthrough_body(&native, &requested, served)?,
             ));
         }
         match canonical.get(decode)? {
@@ -237,12 +305,13 @@ async fn place(
             canonical.get(decode).map_err(err)?,
             &requested,
             stream,
+            hide_thinking,
         )
         .await;
     }
     let rewrite = (served.model != requested).then(|| requested.clone());
     if stream {
-        let relay = Box::new(OllamaRelay::new(rewrite));
+        let relay = Box::new(OllamaRelay::new(rewrite).hiding_thinking(hide_thinking));
         return Ok(chat::stream_response(served, relay, tally, Dialect::Ollama));
     }
     tally.served(&served);
@@ -254,7 +323,7 @@ async fn place(
             return Err(err(e));
         }
     };
-    let (bytes, usage) = finish_single(bytes, rewrite.as_deref()).map_err(err)?;
+    let (bytes, usage) = finish_single(bytes, rewrite.as_deref(), hide_thinking).map_err(err)?;
     tally.tokens = usage;
     tally.finished = true;
     served
@@ -291,20 +360,27 @@ async fn translated(
     canonical: &Canonical,
     requested: &str,
     stream: bool,
+    hide_thinking: bool,
 ) -> Result<HttpResponse, DialectError> {
     match canonical {
         Canonical::Chat(c) if stream => {
             let writer = ClientWriter::Ollama(ollama::StreamWriter::new(requested, !c.completion));
-            let relay = Box::new(chat::TranslateRelay::new(
-                served.backend().config.kind,
-                writer,
-            ));
-            Ok(chat::stream_response(served, relay, tally, Dialect::Ollama))
+            let relay = chat::TranslateRelay::new(served.backend().config.kind, writer)
+                .hiding_thinking(hide_thinking);
+            Ok(chat::stream_response(
+                served,
+                Box::new(relay),
+                tally,
+                Dialect::Ollama,
+            ))
         }
         Canonical::Chat(c) => {
-            let (resp, served) = chat::whole(served, &mut tally, chat::parse_chat_response)
+            let (mut resp, served) = chat::whole(served, &mut tally, chat::parse_chat_response)
                 .await
                 .map_err(err)?;
+            if hide_thinking {
+                resp.thinking.clear();
+            }
             tally.tokens = Some((resp.usage.input, resp.usage.output));
             let mut out = HttpResponse::Ok();
             with_served_headers(&mut out, &served, &tally);
@@ -351,6 +427,7 @@ fn show_configured(gw: &Gateway, target: &str, requested: &str) -> Option<HttpRe
 fn finish_single(
     bytes: Bytes,
     rewrite: Option<&str>,
+    hide_thinking: bool,
 ) -> Result<(Bytes, Option<(u64, u64)>), GatewayError> {
     let invalid = |e: serde_json::Error| {
         GatewayError::new(
@@ -358,6 +435,15 @@ fn finish_single(
             format!("upstream sent invalid JSON: {e}"),
         )
     };
+    if hide_thinking && contains(&bytes, b"\"thinking\"") {
+        let mut v: Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+        ollama::strip_thinking(&mut v);
+        if let (Some(model), Some(_)) = (rewrite, v.get("model")) {
+            v["model"] = Value::String(model.to_string());
+        }
+        let usage = usage_of(&v);
+        return Ok((Bytes::from(v.to_string()), usage));
+    }
     let Some(model) = rewrite else {
         let counts: Counts = serde_json::from_slice(&bytes).map_err(invalid)?;
         let usage =
@@ -397,6 +483,7 @@ pub struct OllamaRelay {
     lines: LineSplitter,
     batch: Vec<Bytes>,
     rewrite: Option<String>,
+    hide_thinking: bool,
     done: bool,
     usage: Option<(u64, u64)>,
 }
@@ -407,9 +494,16 @@ impl OllamaRelay {
             lines: LineSplitter::new(MAX_LINE),
             batch: Vec::new(),
             rewrite,
+            hide_thinking: false,
             done: false,
             usage: None,
         }
+    }
+
+    /// Drops reasoning the client did not ask for (gpt-oss reasons even with `think: false`).
+    pub fn hiding_thinking(mut self, hide: bool) -> OllamaRelay {
+        self.hide_thinking = hide;
+        self
     }
 
     fn line(&mut self, line: &[u8], out: &mut BytesMut) -> Result<(), GatewayError> {
@@ -418,7 +512,8 @@ impl OllamaRelay {
         }
         let is_error = line.starts_with(b"{\"error\"");
         let is_done = contains(line, b"\"done\":true");
-        if !is_error && !is_done && self.rewrite.is_none() && !needs_escape(line) {
+        let thinks = self.hide_thinking && contains(line, b"\"thinking\"");
+        if !is_error && !is_done && !thinks && self.rewrite.is_none() && !needs_escape(line) {
             // The hot path: validate without building a tree, forward the bytes.
             serde_json::from_slice::<serde::de::IgnoredAny>(line).map_err(garbage)?;
             out.extend_from_slice(line);
@@ -433,6 +528,9 @@ impl OllamaRelay {
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             self.done = true;
             self.usage = usage_of(&v);
+        }
+        if thinks && !ollama::strip_thinking(&mut v) {
+            return Ok(());
         }
         if let Some(model) = &self.rewrite {
             if v.get("model").is_some() {

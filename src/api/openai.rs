@@ -78,6 +78,7 @@ async fn completion_like(
         chat.include_usage,
     );
     let (id2, model2) = (id.clone(), model.clone());
+    let reasoning = crate::routing::features::asks_thinking(chat.think);
     // Legacy completions always go through the canonical form.
     let raw = (!legacy).then(|| (body.clone(), "/v1/chat/completions"));
     let answer = Answer {
@@ -87,7 +88,7 @@ async fn completion_like(
             ClientWriter::OpenAi(if legacy {
                 openai::StreamWriter::completion(&id, created, &model, usage)
             } else {
-                openai::StreamWriter::new(&id, created, &model, usage)
+                openai::StreamWriter::new(&id, created, &model, usage).with_reasoning(reasoning)
             })
         }),
         whole: Box::new(move |resp| {
@@ -233,8 +234,21 @@ async fn model(
         .map_err(|e| e.in_dialect(dialect))?;
     let id = id.into_inner();
     let entries = model_entries(&gw).await;
-    let Some(entry) = entries.iter().find(|m| m.id == id) else {
-        return Err(GatewayError::unknown_model(&id).in_dialect(dialect));
+    // Listed names first; otherwise the name resolves as chat would resolve it (aliases,
+    // `:latest`, virtual models) and is answered under the name the client used.
+    let resolved;
+    let entry = match entries.iter().find(|m| m.id == id) {
+        Some(e) => e,
+        None if api::model_known(&gw, &id) => {
+            resolved = ModelEntry {
+                id: id.clone(),
+                created: 1_759_395_859,
+                owned_by: "corral".into(),
+                display_name: None,
+            };
+            &resolved
+        }
+        None => return Err(GatewayError::unknown_model(&id).in_dialect(dialect)),
     };
     let body = match dialect {
         Dialect::Anthropic => {
