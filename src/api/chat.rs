@@ -280,6 +280,12 @@ impl SsePassthrough {
             out.extend_from_slice(b"\n");
         }
         out.extend_from_slice(b"data: ");
+        // An upstream's error event is upstream text like any error body.
+        if event == Some("error") || data.starts_with("{\"error\"") {
+            out.extend_from_slice(crate::redact::scrub(data).as_bytes());
+            out.extend_from_slice(b"\n\n");
+            return;
+        }
         match &self.rewrite {
             Some(model) if data.contains("\"model\"") => {
                 out.extend_from_slice(rewrite_model(data, model).as_bytes());

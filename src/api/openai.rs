@@ -59,12 +59,14 @@ async fn completion_like(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let chat = if legacy {
         openai::decode_completion(&body)
     } else {
         openai::decode_chat(&body)
     }
     .map_err(err)?;
+    api::body::model_name(&chat.model).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = chat.model.clone();
     ctx.body = Some(body.clone());
@@ -143,7 +145,9 @@ async fn embeddings(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let embed = openai::decode_embeddings(&body).map_err(err)?;
+    api::body::model_name(&embed.model).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = embed.model.clone();
     ctx.body = Some(body.clone());
