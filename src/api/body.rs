@@ -188,7 +188,8 @@ pub fn model_name(model: &str) -> Result<(), GatewayError> {
 }
 
 /// The output tokens a request asks for at most, in any dialect's field: OpenAI's
-/// `max_completion_tokens` / `max_tokens`, Anthropic's `max_tokens`, Ollama's
+/// `max_completion_tokens` / `max_tokens` / `max_output_tokens` (Responses), Anthropic's
+/// `max_tokens`, Ollama's
 /// `options.num_predict` (negative there means "no limit": `None`).
 pub fn output_allowance(body: &[u8]) -> Option<u64> {
     #[derive(serde::Deserialize)]
@@ -199,14 +200,18 @@ pub fn output_allowance(body: &[u8]) -> Option<u64> {
     struct Limits {
         max_completion_tokens: Option<u64>,
         max_tokens: Option<u64>,
+        max_output_tokens: Option<u64>,
         options: Option<Options>,
     }
     let l: Limits = serde_json::from_slice(body).ok()?;
-    l.max_completion_tokens.or(l.max_tokens).or_else(|| {
-        l.options
-            .and_then(|o| o.num_predict)
-            .and_then(|n| u64::try_from(n).ok())
-    })
+    l.max_completion_tokens
+        .or(l.max_tokens)
+        .or(l.max_output_tokens)
+        .or_else(|| {
+            l.options
+                .and_then(|o| o.num_predict)
+                .and_then(|n| u64::try_from(n).ok())
+        })
 }
 
 #[cfg(test)]
