@@ -66,7 +66,15 @@ impl Exchange {
             .map_err(refuse)?;
         let inbound = decode(body.clone()).map_err(refuse)?;
         let mut record = Record::new(gw.clone(), req, dialect, caller.name, inbound.model, body);
-        let estimate = crate::ir::estimate_tokens(record.body().len());
+        // A generating request reserves its whole possible answer too, so parallel requests
+        // cannot all be admitted on their inputs alone.
+        let output = if inbound.generates {
+            super::body::output_allowance(record.body())
+                .unwrap_or(u64::from(gw.config.auth.tpm_output_allowance))
+        } else {
+            0
+        };
+        let estimate = crate::ir::estimate_tokens(record.body().len()) + output;
         match gw
             .limiter
             .check(record.user(), caller.rpm, caller.tpm, estimate)

@@ -148,7 +148,7 @@ pub struct Settlement {
     lease: Option<Lease>,
     health: Option<Health>,
     reservation: Option<Reservation>,
-    /// Tokens the request really cost, for the rate limiter.
+    /// Tokens the request is charged for by the rate limiter.
     used_tokens: u64,
 }
 
@@ -352,6 +352,13 @@ impl State {
             } => (status, error, tokens, Some(how), None),
         };
         let used_tokens = tokens.map_or(0, |(i, o)| i + o);
+        // An answer cut off before the upstream counted it may have cost its whole
+        // reservation: a client must not free its limit by hanging up.
+        let charged = match tokens {
+            Some(_) => used_tokens,
+            None if self.backend.is_empty() => 0,
+            None => self.reservation.as_ref().map_or(0, |r| r.estimated()),
+        };
         // A key's usage counts what it served; failures were reported by the attempt.
         let key = self.key.take().and_then(|k| {
             let ok = matches!(health, Some(Health::Succeeded { .. }));
@@ -403,7 +410,7 @@ impl State {
             health,
             lease,
             reservation: self.reservation.take(),
-            used_tokens,
+            used_tokens: charged,
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::Gateway;
 use crate::actors::supervisor::BackendInfo;
 use crate::config::BackendKind;
 use crate::dialect::relay::{ClientWriter, OllamaRelay, Relay, SsePassthrough, TranslateRelay};
-use crate::dialect::{Dialect, anthropic, ollama, openai};
+use crate::dialect::{Dialect, anthropic, ollama, openai, responses};
 use crate::error::GatewayError;
 use crate::ir::{ChatRequest, EmbedEncoding, EmbedRequest, EmbedResponse};
 use crate::routing::features::{self, Wants};
@@ -26,6 +26,8 @@ pub struct Inbound {
     /// The model name the client sent, echoed back in answers.
     pub model: String,
     pub stream: bool,
+    /// The request generates an answer (chat, completion): it reserves an output allowance.
+    pub generates: bool,
 }
 
 /// How the answer is written: per dialect, with what the writer needs to know up front.
@@ -47,6 +49,11 @@ pub enum Frontend {
     Anthropic {
         id: String,
         estimate: u64,
+    },
+    /// The OpenAI Responses API: always through the canonical form, errors in the OpenAI
+    /// shape.
+    Responses {
+        echo: Box<responses::Echo>,
     },
 }
 
@@ -120,9 +127,29 @@ impl Inbound {
             front,
             model: chat.model.clone(),
             stream: chat.stream,
+            generates: true,
             request: Request::Chat {
                 chat: Box::new(chat),
                 raw,
+            },
+        })
+    }
+
+    /// `POST /v1/responses`.
+    pub fn responses(body: Bytes) -> Result<Inbound, GatewayError> {
+        super::body::json_object(&body)?;
+        let responses::Decoded { chat, echo } = responses::decode(&body, now())?;
+        super::body::model_name(&chat.model)?;
+        Ok(Inbound {
+            front: Frontend::Responses {
+                echo: Box::new(echo),
+            },
+            model: chat.model.clone(),
+            stream: chat.stream,
+            generates: true,
+            request: Request::Chat {
+                chat: Box::new(chat),
+                raw: None,
             },
         })
     }
@@ -138,6 +165,7 @@ impl Inbound {
             },
             model: embed.model.clone(),
             stream: false,
+            generates: false,
             request: Request::Embed(embed),
         })
     }
@@ -155,6 +183,7 @@ impl Inbound {
             front,
             model: chat.model.clone(),
             stream: chat.stream,
+            generates: true,
             request: Request::Chat {
                 chat: Box::new(chat),
                 raw: Some((body, "/v1/messages")),
@@ -182,6 +211,7 @@ impl Inbound {
             front: Frontend::Ollama { path },
             model,
             stream: generates && p.stream.unwrap_or(true),
+            generates,
             request: Request::Ollama {
                 path,
                 body,
@@ -390,7 +420,9 @@ impl Frontend {
     pub fn dialect(&self) -> Dialect {
         match self {
             Frontend::Ollama { .. } => Dialect::Ollama,
-            Frontend::OpenAi { .. } | Frontend::OpenAiEmbeddings { .. } => Dialect::OpenAi,
+            Frontend::OpenAi { .. }
+            | Frontend::OpenAiEmbeddings { .. }
+            | Frontend::Responses { .. } => Dialect::OpenAi,
             Frontend::Anthropic { .. } => Dialect::Anthropic,
         }
     }
@@ -428,6 +460,9 @@ impl Frontend {
             }),
             Frontend::Anthropic { id, estimate } => {
                 ClientWriter::Anthropic(anthropic::StreamWriter::new(id, requested, *estimate))
+            }
+            Frontend::Responses { echo } => {
+                ClientWriter::Responses(Box::new(responses::StreamWriter::new((**echo).clone())))
             }
             // Embeddings never stream; an Ollama writer would do if they did.
             Frontend::OpenAiEmbeddings { .. } => {
@@ -517,6 +552,7 @@ impl Frontend {
                 openai::encode_response(&resp, requested, id, *created)
             }
             Frontend::Anthropic { id, .. } => anthropic::encode_response(&resp, requested, id),
+            Frontend::Responses { echo } => responses::encode_response(&resp, echo),
             Frontend::OpenAiEmbeddings { .. } => {
                 return Err(GatewayError::internal(
                     "a chat answer to an embeddings request",

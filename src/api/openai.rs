@@ -1,4 +1,5 @@
-//! OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`.
+//! OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/responses`, `/v1/embeddings`,
+//! `/v1/models`.
 
 use actix_web::http::header::HeaderName;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -13,6 +14,7 @@ use crate::upstream::UpstreamClients;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/chat/completions", web::post().to(chat_completions))
         .route("/v1/completions", web::post().to(completions))
+        .route("/v1/responses", web::post().to(create_response))
         .route("/v1/embeddings", web::post().to(embeddings))
         .route("/v1/models", web::get().to(models))
         .route("/v1/models/{id:.*}", web::get().to(model));
@@ -35,6 +37,18 @@ async fn completions(
     clients: web::Data<UpstreamClients>,
 ) -> HttpResponse {
     let decode = |body| Inbound::openai_chat(body, true);
+    exchange::serve(req, payload, gw, clients, Dialect::OpenAi, decode).await
+}
+
+/// The Responses API, always through the canonical form: no upstream kind is assumed to
+/// serve `/v1/responses` itself.
+async fn create_response(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> HttpResponse {
+    let decode = Inbound::responses;
     exchange::serve(req, payload, gw, clients, Dialect::OpenAi, decode).await
 }
 

@@ -5,6 +5,7 @@ pub mod lines;
 pub mod ollama;
 pub mod openai;
 pub mod relay;
+pub mod responses;
 pub mod sse;
 #[cfg(test)]
 mod stream_props;

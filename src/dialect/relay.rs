@@ -9,7 +9,7 @@ use crate::config::BackendKind;
 use crate::dialect::lines::LineSplitter;
 use crate::dialect::ollama::{ndjson_line, needs_escape};
 use crate::dialect::sse::{DEFAULT_MAX_FRAME, SseParser};
-use crate::dialect::{Dialect, anthropic, ollama, openai};
+use crate::dialect::{Dialect, anthropic, ollama, openai, responses};
 use crate::error::{ErrorKind, GatewayError};
 use crate::ir::{StreamEvent, Usage};
 
@@ -157,6 +157,7 @@ pub enum ClientWriter {
     Ollama(ollama::StreamWriter),
     OpenAi(openai::StreamWriter),
     Anthropic(anthropic::StreamWriter),
+    Responses(Box<responses::StreamWriter>),
 }
 
 impl ClientWriter {
@@ -165,6 +166,7 @@ impl ClientWriter {
             ClientWriter::Ollama(w) => w.push(ev),
             ClientWriter::OpenAi(w) => w.push(ev),
             ClientWriter::Anthropic(w) => w.push(ev),
+            ClientWriter::Responses(w) => w.push(ev),
         };
         for f in frames {
             out.extend_from_slice(&f);
@@ -176,6 +178,7 @@ impl ClientWriter {
             ClientWriter::Ollama(w) => w.error(e),
             ClientWriter::OpenAi(w) => w.error(e),
             ClientWriter::Anthropic(w) => w.error(e),
+            ClientWriter::Responses(w) => w.error(e),
         }
     }
 }
