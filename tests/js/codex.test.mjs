@@ -105,6 +105,28 @@ describe('codex exec', () => {
     assert.ok(tail.content.includes(marker), JSON.stringify(tail));
   });
 
+  test('shows reasoning summaries of a thinking model and sends them back', async () => {
+    const args = JSON.stringify({ cmd: 'echo thought' });
+    const r = await codex([
+      '-m',
+      'qwen3:8b',
+      '-c',
+      'model_reasoning_effort="low"',
+      '-c',
+      'model_reasoning_summary="auto"',
+      '--sandbox',
+      'danger-full-access',
+      `think, then run it [[tool=exec_command]] [[args=${args}]]`,
+    ]);
+    assert.equal(r.code, 0, explain(r));
+    const evs = events(r.stdout);
+    const reasoning = evs.filter((e) => e.type === 'item.completed' && e.item.type === 'reasoning');
+    assert.ok(reasoning.length >= 1 && reasoning[0].item.text.length > 0, explain(r));
+    const last = await fleet.lastBody('/api/chat');
+    const assistant = last.messages.find((m) => m.role === 'assistant');
+    assert.ok(assistant.thinking?.length > 0, JSON.stringify(assistant));
+  });
+
   test('a wrong token exits non-zero within 10 s', async () => {
     const r = await codex(['say hello [[tool=none]]'], { token: 'crl_wrong', timeoutMs: 30000 });
     assert.notEqual(r.code, 0, explain(r));
