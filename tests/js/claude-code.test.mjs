@@ -4,12 +4,10 @@
 // `[[args=...]]` for one chosen command.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { BIN, agentEnv, run, startFleet } from './harness.mjs';
+import { BIN, agentEnv, run, startFleet, tempDir } from './harness.mjs';
 
 const CLAUDE = join(BIN, 'claude');
 
@@ -26,7 +24,7 @@ after(() => fleet?.close());
 
 function claude(args, { token = fleet.userToken, timeoutMs = 120000 } = {}) {
   const env = agentEnv({ ANTHROPIC_BASE_URL: fleet.url, ANTHROPIC_AUTH_TOKEN: token });
-  const cwd = mkdtempSync(join(tmpdir(), 'corral-claude-cwd-'));
+  const cwd = tempDir('corral-claude-cwd-');
   return run(CLAUDE, args, { env, cwd, timeoutMs });
 }
 

@@ -3,12 +3,11 @@
 // every request, so prompts carry sim directives (`[[tool=none]]`, `[[tool=exec_command]]`).
 
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { BIN, agentEnv, run, startFleet } from './harness.mjs';
+import { BIN, agentEnv, run, startFleet, tempDir } from './harness.mjs';
 
 const CODEX = join(BIN, 'codex');
 
@@ -56,7 +55,7 @@ stream_max_retries = 2
 }
 
 function codex(args, { token = fleet.userToken, timeoutMs = 120000 } = {}) {
-  const cwd = mkdtempSync(join(tmpdir(), 'corral-codex-cwd-'));
+  const cwd = tempDir('corral-codex-cwd-');
   return run(CODEX, ['exec', '--skip-git-repo-check', '--json', ...args], { env: codexEnv(token), cwd, timeoutMs });
 }
 

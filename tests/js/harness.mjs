@@ -14,6 +14,16 @@ export const ROOT = resolve(HERE, '..', '..');
 export const CORRAL = process.env.CORRAL_BIN || join(ROOT, 'target', 'debug', 'corral');
 export const BIN = join(HERE, 'node_modules', '.bin');
 
+const TEMP_DIRS = [];
+process.on('exit', () => TEMP_DIRS.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** A fresh directory under the system's temp dir, removed when the test file's process exits. */
+export function tempDir(prefix) {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  TEMP_DIRS.push(d);
+  return d;
+}
+
 export function freePort() {
   return new Promise((ok, fail) => {
     const srv = createServer();
@@ -57,7 +67,7 @@ function stop(proc) {
  * sim (ollama, openai or anthropic); `aliases` go to `[routing] aliases`.
  */
 export async function startFleet(opts = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'corral-js-'));
+  const dir = tempDir('corral-js-');
   const procs = [];
   try {
     return await fleetIn(dir, procs, opts);
@@ -142,7 +152,6 @@ async function fleetIn(dir, procs, { kind = 'ollama', aliases = {}, models } = {
     },
     close() {
       procs.reverse().forEach(stop);
-      rmSync(dir, { recursive: true, force: true });
     },
   };
   await fleet.ready();
@@ -151,7 +160,7 @@ async function fleetIn(dir, procs, { kind = 'ollama', aliases = {}, models } = {
 
 /** The environment that keeps an agent CLI on loopback: a fresh HOME, no telemetry, no updates. */
 export function agentEnv(extra = {}) {
-  const home = mkdtempSync(join(tmpdir(), 'corral-agent-home-'));
+  const home = tempDir('corral-agent-home-');
   const keep = ['PATH', 'LANG', 'TERM', 'TMPDIR'];
   const env = Object.fromEntries(keep.filter((k) => process.env[k]).map((k) => [k, process.env[k]]));
   return {
