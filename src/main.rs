@@ -52,9 +52,8 @@ enum Command {
 }
 
 /// mimalloc: the request path allocates many small short-lived buffers across threads,
-/// where it measured faster than glibc malloc under load (see `make bench`). Its v2 line
-/// (the `v2` feature), not v3: v3 cost 11-15 % more CPU per proxied request, at c=1 and at
-/// c=64 alike, for about 12 MiB less resident memory.
+/// which it serves faster than glibc malloc under load. Its v2 line (the `v2` feature):
+/// v3 costs more CPU per proxied request for a little less resident memory.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

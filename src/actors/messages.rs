@@ -81,7 +81,7 @@ pub enum Outcome {
     Failure(FailureReason),
 }
 
-/// Lease → Supervisor → BackendActor: passive health from a real request.
+/// Lease → BackendActor: passive health from a real request.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Report {

@@ -1,5 +1,7 @@
-//! The Supervisor actor (owns the `Placer`, answers Place/Release/Report) and `Fleet`, the
-//! handle the HTTP layer uses: place a request, get a `Lease` whose drop gives everything back.
+//! The Supervisor actor (owns every backend's status and keeps the shared `Placer` current
+//! from it; answers snapshots and readiness) and `Fleet`, the handle the HTTP layer uses:
+//! place a request on the shared `Placer` under a short lock, get a `Lease` whose drop gives
+//! everything back and whose health reports go straight to the backend's actor.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,7 +90,6 @@ pub struct Supervisor {
     placer: SharedPlacer,
     infos: Arc<Vec<Arc<BackendInfo>>>,
     statuses: Vec<BackendStatus>,
-    backends: Vec<Addr<BackendActor>>,
 }
 
 impl Supervisor {
@@ -126,16 +127,6 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
-    }
-}
-
-impl Handler<Report> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Report, _: &mut Self::Context) {
-        if let Some(b) = self.backends.get(msg.backend) {
-            b.do_send(msg);
-        }
     }
 }
 
@@ -327,7 +318,7 @@ impl Fleet {
             .iter()
             .map(|info| BackendActor::new(Arc::clone(info), supervisor.clone(), &metrics).start())
             .collect();
-        let fleet_actors = Arc::new(actors.clone());
+        let fleet_actors = Arc::new(actors);
         let statuses = cfg
             .backends
             .iter()
@@ -344,7 +335,6 @@ impl Fleet {
             placer: Arc::clone(&placer),
             infos: Arc::clone(&backends),
             statuses,
-            backends: actors,
         });
         Fleet {
             supervisor,

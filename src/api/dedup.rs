@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 /// Memory for kept answers (bodies plus an allowance per entry); past it an answer reaches
-/// the followers already waiting only. At 35k distinct requests/s this holds the last
-/// ~0.3 s of answers; a bigger table cost throughput (cache misses) and 200+ MiB of RSS.
+/// the followers already waiting only. Small on purpose: a table that outgrows the CPU
+/// caches costs throughput and resident memory for little more sharing.
 const MAX_KEPT_BYTES: usize = 16 << 20;
 /// Allowance per kept answer for its key, header map, map slot and queue slot (about what
 /// they take, measured), so that many tiny answers are bounded too.

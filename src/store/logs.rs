@@ -260,18 +260,15 @@ pub fn aggregate<'a>(rows: impl IntoIterator<Item = &'a LogRow>) -> Vec<UsageRow
 const ROWS_PER_STATEMENT: usize = 500;
 /// Inserts the whole `$n`-row chunks of `$rest` with one fixed-size multi-row `INSERT`
 /// each and leaves the remainder in `$rest`. A fixed size gives a statement diesel caches
-/// by type: it is neither rebuilt as SQL text nor parsed again per batch (a statement of
-/// any other length is both, and that was half the writer's time). `INSERT OR IGNORE`
+/// by type: it is neither rebuilt as SQL text nor parsed again per batch. `INSERT OR IGNORE`
 /// rather than `ON CONFLICT DO NOTHING`: diesel gives the latter no static query id, so it
 /// would rebuild the text every time. A ladder of sizes (32, 8, 1)
 /// keeps the remainder short.
 ///
-/// The writer yields the CPU after each statement. A request worker woken on the core the
-/// writer holds otherwise waits for the writer's time slice to end: at c=1 that made the
-/// gateway's p99 1.8-2.0 ms (0.45 ms with the writer out of the way). Short statements
-/// keep each stretch short (p99 0.8-1.2 ms; the commit and WAL checkpoint remain one
-/// stretch); they and the yields cost about 10 % of the writer's top rate (log_writer
-/// bench: 121-127k -> 109k rows/s).
+/// The writer yields the CPU after each statement: a request worker woken on the core the
+/// writer holds would otherwise wait for the writer's time slice to end, which shows in
+/// the gateway's tail latency. Short statements keep each stretch short, at the price of
+/// some of the writer's top rate.
 macro_rules! sqlite_chunks {
     ($c:expr, $rest:ident, $n:literal) => {{
         let mut inserted = 0;
