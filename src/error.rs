@@ -1,5 +1,6 @@
 //! One error type for the whole gateway, rendered in the dialect of the path that was called.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -40,16 +41,22 @@ pub enum ErrorKind {
 }
 
 /// Pingora-style: the error knows its kind, whether retrying elsewhere may help,
-/// the upstream status if any, and whether bytes had already reached the client.
+/// the upstream status if any, its cause, and whether bytes had already reached the client.
 #[derive(Debug, Clone)]
 pub struct GatewayError {
     pub kind: ErrorKind,
     pub message: String,
+    /// Another backend (or key) may still serve the request.
     pub retryable: bool,
     pub upstream_status: Option<u16>,
     pub retry_after: Option<Duration>,
     /// The field at fault, for 400s (OpenAI's `param`).
     pub param: Option<String>,
+    /// The answer had begun: the client saw bytes, so the error ends its stream instead
+    /// of replacing the answer, and nothing can be retried.
+    pub after_first_byte: bool,
+    /// The lower-level error behind this one, for logs (`source()` walks the chain).
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 /// Longest error text a client sees or the request log stores: messages may quote what a
@@ -85,6 +92,8 @@ impl GatewayError {
             upstream_status: None,
             retry_after: None,
             param: None,
+            after_first_byte: false,
+            cause: None,
         }
     }
 
@@ -111,6 +120,19 @@ impl GatewayError {
         let mut e = Self::not_found(format!("model \"{model}\" not found"));
         e.param = Some("model".into());
         e
+    }
+
+    /// Keeps `cause` as this error's source.
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+
+    /// The error happened after bytes of the answer reached the client.
+    pub fn after_first_byte(mut self) -> Self {
+        self.after_first_byte = true;
+        self.retryable = false;
+        self
     }
 
     pub fn with_retryable(mut self, retryable: bool) -> Self {
@@ -262,7 +284,13 @@ impl std::fmt::Display for GatewayError {
     }
 }
 
-impl std::error::Error for GatewayError {}
+impl std::error::Error for GatewayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Handlers return `Result<_, DialectError>` so `?` renders in the right dialect.
 #[derive(Debug)]
@@ -332,6 +360,21 @@ mod tests {
             assert_eq!(hint(s), Some("true"), "{s}");
         }
         assert_eq!(hint(200), None);
+    }
+
+    #[test]
+    fn the_cause_chain_and_the_first_byte_are_kept() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e =
+            GatewayError::new(ErrorKind::UpstreamProtocol, "backend a broke off").with_cause(io);
+        assert!(e.retryable && !e.after_first_byte);
+        assert_eq!(e.source().unwrap().to_string(), "reset by peer");
+        let e = e.after_first_byte();
+        assert!(
+            e.after_first_byte && !e.retryable,
+            "a started answer is never retried"
+        );
     }
 
     #[test]

@@ -319,7 +319,8 @@ fn relay_stream(
                 Ok(Some(Err(e))) => Err(GatewayError::new(
                     ErrorKind::UpstreamProtocol,
                     format!("backend {} broke off: {e}", upstream.backend.name),
-                )),
+                )
+                .with_cause(e)),
                 Ok(Some(Ok(chunk))) => relay.chunk(&chunk, &mut out).map(|()| false),
                 Ok(None) => relay.end(&mut out).map(|()| true),
             };
@@ -333,6 +334,7 @@ fn relay_stream(
                     break;
                 }
                 Err(e) => {
+                    let e = e.after_first_byte();
                     tracing::warn!(request_id = %record.request_id(), "stream ended with an error: {e}");
                     record.failed(502, &e, Some(health_of(&e)), relay.usage());
                     yield Ok(relay.error_frame(&e));

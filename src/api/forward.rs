@@ -12,6 +12,7 @@ use crate::Gateway;
 use crate::actors::supervisor::{BackendInfo, FailureReason, Lease, PlaceRequest};
 use crate::error::{ErrorKind, GatewayError};
 use crate::keys::{KeyLease, KeyOutcome};
+use crate::upstream::classify::KeyBlame;
 use crate::upstream::{self, BodyStream, Call, UpstreamClients};
 
 /// An upstream that answered 2xx and has produced its first body bytes.
@@ -229,19 +230,19 @@ async fn try_backend(
     }
 }
 
-/// What an upstream failure says about the key that was used; `None`: not the key's fault.
+/// What an upstream failure says about the key that was used; `None`: not the key's fault
+/// (5xx, 529 and the rest are the backend's health, never the key's).
 fn key_outcome(f: &upstream::Failure, model: &str) -> Option<KeyOutcome> {
-    match f.status? {
-        429 => Some(KeyOutcome::RateLimited {
+    match upstream::classify::classify(f.status?, &f.body).key {
+        KeyBlame::RateLimited | KeyBlame::UsageLimited => Some(KeyOutcome::RateLimited {
             retry_after: f.retry_after,
             body: f.body.clone(),
         }),
-        403 if f.body.contains("subscription") => Some(KeyOutcome::ModelDenied {
+        KeyBlame::ModelDenied => Some(KeyOutcome::ModelDenied {
             model: model.to_string(),
         }),
-        401 | 403 => Some(KeyOutcome::AuthFailed),
-        // 5xx, 529 and the rest are the backend's health, never the key's.
-        _ => None,
+        KeyBlame::AuthFailed => Some(KeyOutcome::AuthFailed),
+        KeyBlame::None => None,
     }
 }
 
@@ -265,7 +266,8 @@ pub async fn collect(served: &mut Upstream, limit: usize) -> Result<Bytes, Gatew
                 return Err(GatewayError::new(
                     ErrorKind::UpstreamProtocol,
                     format!("backend {} broke off: {e}", served.backend.name),
-                ));
+                )
+                .with_cause(e));
             }
             Ok(Some(Ok(chunk))) => {
                 if buf.len() + chunk.len() > limit {

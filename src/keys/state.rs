@@ -276,11 +276,10 @@ enum LimitKind {
 }
 
 fn classify_429(body: &str) -> LimitKind {
-    let body = body.to_ascii_lowercase();
-    if body.contains("weekly usage limit") || body.contains("session usage limit") {
-        LimitKind::Usage
-    } else {
-        LimitKind::Rate
+    use crate::upstream::classify::{KeyBlame, classify};
+    match classify(429, body).key {
+        KeyBlame::UsageLimited => LimitKind::Usage,
+        _ => LimitKind::Rate,
     }
 }
 

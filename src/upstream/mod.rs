@@ -1,6 +1,7 @@
 //! Talking to upstreams: per-worker clients, request sending with separate connect,
 //! first-byte and idle limits, and classification of upstream failures.
 
+pub mod classify;
 pub mod client;
 pub mod kind;
 pub mod proxy;
@@ -186,24 +187,16 @@ fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
     )
 }
 
-/// Maps an upstream error status and body to a failover decision (PROTOCOLS.md §1.7).
+/// An upstream's error answer as a failed attempt, its meaning read from [`classify`].
 /// The upstream's text is scrubbed of every secret here, the one place it enters corral;
 /// a refused credential (401/403) is not quoted at all: providers echo the key they saw.
 pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -> Failure {
     let message = upstream_message(body).unwrap_or_else(|| status.to_string());
     let message = crate::error::capped(crate::redact::scrub_owned(message));
-    let lower = message.to_ascii_lowercase();
     let code = status.as_u16();
-    let reason = match code {
-        404 => FailureReason::ModelNotFound,
-        429 | 503 => FailureReason::Overloaded,
-        500..=599 if lower.contains("memory") => FailureReason::OutOfMemory,
-        500..=599 => FailureReason::Status5xx,
-        // A backend refusing its own credentials is the backend's fault, not the client's.
-        401 | 403 => FailureReason::Status5xx,
-        _ => FailureReason::Client4xx,
-    };
-    let retryable = reason != FailureReason::Client4xx;
+    let classify::Verdict {
+        reason, retryable, ..
+    } = classify::classify(code, &message);
     let kind = if retryable {
         ErrorKind::UpstreamStatus
     } else {
