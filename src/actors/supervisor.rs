@@ -18,12 +18,13 @@ use crate::actors::backend::{
     BackendActor, BackendState, BackendStatus, HealthPolicy, ModelEntry, ResidentEntry,
 };
 use crate::actors::messages::{IsReady, Outcome, Report, Snapshot, StatusUpdate, Totals};
-use crate::config::{BackendConfig, BackendKind, Config, redact_url};
+use crate::config::{BackendKind, Config, redact_url};
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::Metrics;
 use crate::routing::placer::{Circuit, PlaceError, Placer, Query, Ticket};
 
 pub use crate::actors::messages::{FailureReason, PlaceRequest};
+pub use crate::routing::fleet::BackendInfo;
 pub use crate::routing::placer::BackendId;
 
 /// Messages the Supervisor may hold before `send` waits (Release uses `do_send`, which is
@@ -33,18 +34,6 @@ const MAILBOX: usize = 4096;
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retry-After sent with "no capacity".
 const NO_CAPACITY_RETRY: Duration = Duration::from_secs(1);
-
-/// A configured upstream, shared by every request that goes to it.
-#[derive(Debug, Clone)]
-pub struct BackendInfo {
-    pub id: BackendId,
-    pub name: String,
-    /// `name` as the `x-corral-backend` answer header, made once (`None` if it cannot be one).
-    pub name_header: Option<actix_web::http::header::HeaderValue>,
-    /// The configured URL without a trailing slash.
-    pub base_url: String,
-    pub config: BackendConfig,
-}
 
 /// One backend as `GET /admin/api/backends` shows it, plus raw Ollama items for the
 /// fleet-as-one-Ollama endpoints.

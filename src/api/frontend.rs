@@ -10,13 +10,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Gateway;
-use crate::actors::supervisor::BackendInfo;
 use crate::config::BackendKind;
 use crate::dialect::relay::{ClientWriter, OllamaRelay, Relay, SsePassthrough, TranslateRelay};
 use crate::dialect::{Dialect, anthropic, ollama, openai, responses};
 use crate::error::GatewayError;
 use crate::ir::{ChatRequest, EmbedEncoding, EmbedRequest, EmbedResponse};
 use crate::routing::features::{self, Wants};
+use crate::routing::fleet::BackendInfo;
 use crate::upstream::{Call, kind};
 
 /// A decoded request: what the client asked for, and how to answer it.

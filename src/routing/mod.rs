@@ -5,6 +5,7 @@ pub mod auto;
 pub mod catalog;
 pub mod classifier;
 pub mod features;
+pub mod fleet;
 pub mod memory;
 pub mod placer;
 pub mod select;

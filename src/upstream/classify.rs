@@ -5,7 +5,7 @@
 
 use std::ops::RangeInclusive;
 
-use crate::actors::supervisor::FailureReason;
+use crate::routing::fleet::FailureReason;
 
 /// What an error answer says about the upstream key that was sent with the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

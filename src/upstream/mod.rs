@@ -17,8 +17,8 @@ use futures_util::{Stream, StreamExt};
 use http::Method;
 use http::header::{HeaderName, HeaderValue};
 
-use crate::actors::supervisor::{BackendInfo, FailureReason};
 use crate::error::{ErrorKind, GatewayError};
+use crate::routing::fleet::{BackendInfo, FailureReason};
 pub use client::{Client, Reach};
 
 /// A response body as it arrives from the upstream.
