@@ -19,6 +19,8 @@ pub enum ErrorKind {
     /// Unknown model or path.
     NotFound,
     PayloadTooLarge,
+    /// A request body in a `Content-Encoding` corral cannot decode.
+    UnsupportedMediaType,
     /// A corral limit (user rate) or every upstream key is cooling down.
     RateLimited,
     /// No backend can take the request right now.
@@ -117,6 +119,7 @@ impl GatewayError {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::NoCapacity | ErrorKind::Draining => match dialect {
                 Dialect::Anthropic => {
@@ -140,9 +143,10 @@ impl GatewayError {
 
     fn openai_type(&self) -> &'static str {
         match self.kind {
-            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::PayloadTooLarge => {
-                "invalid_request_error"
-            }
+            ErrorKind::BadRequest
+            | ErrorKind::NotFound
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::UnsupportedMediaType => "invalid_request_error",
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",

@@ -6,6 +6,8 @@ pub mod admin_fleet;
 pub mod admin_keys;
 pub mod anthropic;
 pub mod chat;
+pub mod content_encoding;
+pub mod cors;
 pub mod dashboard;
 pub mod dedup;
 pub mod forward;
@@ -18,7 +20,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage, HttpRequest, HttpResponseBuilder};
 use futures_util::StreamExt;
 
@@ -99,7 +101,8 @@ pub fn dialect_of(path: &str) -> crate::dialect::Dialect {
     }
 }
 
-/// Reads the request body, refusing with 413 as soon as it exceeds `limit`.
+/// Reads the request body, decoding its `Content-Encoding` as it arrives (see
+/// [`content_encoding`]), refusing with 413 as soon as the plain body exceeds `limit`.
 pub async fn read_body(
     mut payload: web::Payload,
     req: &HttpRequest,
@@ -119,17 +122,15 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    let mut body =
+        content_encoding::BodyDecoder::for_request(req.headers(), limit, declared.unwrap_or(1024))?;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
             GatewayError::bad_request(format!("could not read the request body: {e}"))
         })?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
+        body.push(&chunk, limit)?;
     }
-    Ok(buf.freeze())
+    body.finish()
 }
 
 /// Resolves the caller from `Authorization: Bearer` or `x-api-key`.

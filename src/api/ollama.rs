@@ -83,6 +83,9 @@ async fn version() -> HttpResponse {
 struct Peek {
     #[serde(default)]
     model: Option<String>,
+    /// What older clients (and ollama-js for show) send instead of `model`.
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
     /// `null` reads as absent, as Ollama's pointer field does.
@@ -120,8 +123,11 @@ impl Peek {
 }
 
 fn peek(body: &[u8]) -> Result<Peek, GatewayError> {
-    let p: Peek = serde_json::from_slice(body)
+    let mut p: Peek = serde_json::from_slice(body)
         .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
+    if p.model.as_deref().is_none_or(str::is_empty) {
+        p.model = p.name.take();
+    }
     match &p.model {
         Some(m) if !m.is_empty() => Ok(p),
         _ => Err(GatewayError::bad_field("model", "is required")),

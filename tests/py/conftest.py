@@ -60,13 +60,14 @@ def start_sim(procs, workdir):
 
 @pytest.fixture
 def start_gateway(procs, workdir):
-    def start(sims, extra_toml="", backend_extra=None, users=True, env=None, name="gw"):
+    def start(sims, extra_toml="", backend_extra=None, users=True, env=None, name="gw", server_toml=""):
         port = free_port()
         lines = [
             "[server]",
             f'listen = "127.0.0.1:{port}"',
             'shutdown_grace = "5s"',
             "workers = 2",
+            server_toml,
             "[database]",
             f'url = "sqlite://{workdir}/{name}.db"',
         ]
