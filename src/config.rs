@@ -37,6 +37,15 @@ pub struct ServerConfig {
     /// Browser origins allowed to call corral (CORS), like `https://chat.example.com`;
     /// `["*"]` allows any origin (then never with credentials). Empty: no CORS answers.
     pub cors_origins: Vec<String>,
+    /// Longest a client may take to send a request head; then the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub head_timeout: Duration,
+    /// Longest a client may take to send a whole request body; then it gets 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Most memory all request bodies still arriving may hold together; past it a new
+    /// body gets 503 with Retry-After.
+    pub body_memory: ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +56,9 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             workers: 0,
             cors_origins: Vec::new(),
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            body_memory: ByteSize::mib(512),
         }
     }
 }
@@ -83,6 +95,9 @@ pub struct AuthConfig {
     /// How long a token → user answer is cached in process.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// Output tokens a generating request reserves against its user's `tpm` when it names
+    /// no `max_tokens` / `max_completion_tokens` / `num_predict` of its own.
+    pub tpm_output_allowance: u32,
 }
 
 impl Default for AuthConfig {
@@ -90,6 +105,7 @@ impl Default for AuthConfig {
         Self {
             allow_anonymous: false,
             cache_ttl: Duration::from_secs(30),
+            tpm_output_allowance: 4096,
         }
     }
 }
@@ -354,6 +370,18 @@ impl Config {
             if let Err(why) = check_origin(origin, self.server.cors_origins.len()) {
                 bad(format!("server.cors_origins[{i}]"), why);
             }
+        }
+        if self.server.body_memory < self.server.body_limit {
+            bad(
+                "server.body_memory".into(),
+                "must be at least server.body_limit, or no body of the largest size fits".into(),
+            );
+        }
+        if self.server.head_timeout.is_zero() || self.server.body_timeout.is_zero() {
+            bad(
+                "server.head_timeout / server.body_timeout".into(),
+                "must be above zero".into(),
+            );
         }
         let db = &self.database.url;
         if !(db.starts_with("sqlite://")

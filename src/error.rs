@@ -21,6 +21,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// A request body in a `Content-Encoding` corral cannot decode.
     UnsupportedMediaType,
+    /// The client did not send its whole request body in time.
+    RequestTimeout,
     /// A corral limit (user rate) or every upstream key is cooling down.
     RateLimited,
     /// No backend can take the request right now.
@@ -52,6 +54,23 @@ pub struct GatewayError {
     pub param: Option<String>,
 }
 
+/// Longest error text a client sees or the request log stores: messages may quote what a
+/// client or an upstream sent.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// `s` cut to at most [`MAX_MESSAGE`] bytes on a character boundary, marked when cut.
+pub fn capped(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE - 3;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
 impl GatewayError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let retryable = matches!(
@@ -63,7 +82,7 @@ impl GatewayError {
         );
         Self {
             kind,
-            message: message.into(),
+            message: capped(crate::redact::scrub_owned(message.into())),
             retryable,
             upstream_status: None,
             retry_after: None,
@@ -120,6 +139,7 @@ impl GatewayError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::NoCapacity | ErrorKind::Draining => match dialect {
                 Dialect::Anthropic => {
@@ -130,6 +150,8 @@ impl GatewayError {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UpstreamStatus => match self.upstream_status {
+                // A refused upstream credential is corral's fault, not the caller's.
+                Some(401 | 403) => StatusCode::BAD_GATEWAY,
                 Some(s @ 400..=499) if s != 429 => {
                     StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY)
                 }
@@ -146,7 +168,8 @@ impl GatewayError {
             ErrorKind::BadRequest
             | ErrorKind::NotFound
             | ErrorKind::PayloadTooLarge
-            | ErrorKind::UnsupportedMediaType => "invalid_request_error",
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::RequestTimeout => "invalid_request_error",
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
@@ -160,6 +183,7 @@ impl GatewayError {
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
+            408 => "timeout_error",
             413 => "request_too_large",
             429 => "rate_limit_error",
             504 => "timeout_error",
@@ -292,6 +316,14 @@ mod tests {
             "not_found_error"
         );
         assert_eq!(e.status(Dialect::OpenAi), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn messages_are_capped_on_a_char_boundary() {
+        let e = GatewayError::unknown_model(&"é".repeat(10_000));
+        assert!(e.message.len() <= MAX_MESSAGE);
+        assert!(e.message.ends_with('…'));
+        assert_eq!(capped("short".into()), "short");
     }
 
     #[test]

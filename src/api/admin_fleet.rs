@@ -72,12 +72,16 @@ struct ClassifyQuery {
 /// no model is called.
 async fn classify(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     gw: web::Data<Gateway>,
     clients: web::Data<UpstreamClients>,
     query: web::Query<ClassifyQuery>,
 ) -> Answer {
     admin(&req, &gw).await?;
+    let body = api::read_body(payload, &req, crate::api::admin::ADMIN_BODY_LIMIT)
+        .await
+        .map_err(fail)?;
+    api::body::json_object(&body).map_err(fail)?;
     let chat = crate::dialect::detect::decode_chat(&body, query.path.as_deref()).map_err(fail)?;
     let catalogue = gw.auto.catalogue(&gw.fleet, &clients).await;
     let views = gw.fleet.snapshot().await;

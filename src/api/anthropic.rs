@@ -30,9 +30,12 @@ async fn messages(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let chat = anthropic::decode_messages(&body).map_err(err)?;
+    api::body::model_name(&chat.model).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::Anthropic, caller.name);
     ctx.requested_model = chat.model.clone();
+    ctx.generates = true;
     ctx.body = Some(body.clone());
     let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
         .await
@@ -61,6 +64,7 @@ async fn count_tokens(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let chat = anthropic::decode_count_tokens(&body).map_err(err)?;
     // The same answer /v1/messages would give for a model no backend has.
     if !api::model_known(&gw, &chat.model) {

@@ -14,7 +14,7 @@ use crate::api::forward::{self, Ctx, Relay, Served, Tally};
 use crate::api::{dedup, with_served_headers};
 use crate::config::BackendKind;
 use crate::dialect::sse::{DEFAULT_MAX_FRAME, SseParser};
-use crate::dialect::{Dialect, anthropic, ollama, openai};
+use crate::dialect::{Dialect, anthropic, ollama, openai, responses};
 use crate::error::{DialectError, ErrorKind, GatewayError};
 use crate::ir::{ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent, Usage};
 use crate::upstream::lines::LineSplitter;
@@ -151,6 +151,7 @@ pub enum ClientWriter {
     Ollama(ollama::StreamWriter),
     OpenAi(openai::StreamWriter),
     Anthropic(anthropic::StreamWriter),
+    Responses(Box<responses::StreamWriter>),
 }
 
 impl ClientWriter {
@@ -159,6 +160,7 @@ impl ClientWriter {
             ClientWriter::Ollama(w) => w.push(ev),
             ClientWriter::OpenAi(w) => w.push(ev),
             ClientWriter::Anthropic(w) => w.push(ev),
+            ClientWriter::Responses(w) => w.push(ev),
         };
         for f in frames {
             out.extend_from_slice(&f);
@@ -170,6 +172,7 @@ impl ClientWriter {
             ClientWriter::Ollama(w) => w.error(e),
             ClientWriter::OpenAi(w) => w.error(e),
             ClientWriter::Anthropic(w) => w.error(e),
+            ClientWriter::Responses(w) => w.error(e),
         }
     }
 
@@ -277,6 +280,12 @@ impl SsePassthrough {
             out.extend_from_slice(b"\n");
         }
         out.extend_from_slice(b"data: ");
+        // An upstream's error event is upstream text like any error body.
+        if event == Some("error") || data.starts_with("{\"error\"") {
+            out.extend_from_slice(crate::redact::scrub(data).as_bytes());
+            out.extend_from_slice(b"\n\n");
+            return;
+        }
         match &self.rewrite {
             Some(model) if data.contains("\"model\"") => {
                 out.extend_from_slice(rewrite_model(data, model).as_bytes());

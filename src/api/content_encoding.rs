@@ -89,22 +89,32 @@ impl BodyDecoder {
         })
     }
 
-    /// Feeds one chunk as it arrived.
-    pub fn push(&mut self, chunk: &[u8], limit: usize) -> Result<(), GatewayError> {
+    /// Feeds one chunk as it arrived; returns how many plain bytes it added.
+    pub fn push(&mut self, chunk: &[u8], limit: usize) -> Result<usize, GatewayError> {
+        let before = self.plain_len();
         let written = match self {
             BodyDecoder::Identity(buf) => {
                 if buf.len() + chunk.len() > limit {
                     return Err(too_large(limit));
                 }
                 buf.extend_from_slice(chunk);
-                return Ok(());
+                return Ok(chunk.len());
             }
             BodyDecoder::Gzip(d) => d.write_all(chunk),
             BodyDecoder::Deflate(d) => d.write_all(chunk),
             BodyDecoder::Zstd(d) => d.write_all(chunk),
             BodyDecoder::Brotli(d) => d.write_all(chunk),
         };
-        written.map_err(|e| self.failed(&e))
+        written.map_err(|e| self.failed(&e))?;
+        Ok(self.plain_len() - before)
+    }
+
+    fn plain_len(&self) -> usize {
+        match (self, self.sink()) {
+            (BodyDecoder::Identity(buf), _) => buf.len(),
+            (_, Some(c)) => c.buf.len(),
+            (_, None) => 0,
+        }
     }
 
     /// The whole plain body, once every chunk is in.

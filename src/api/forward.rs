@@ -18,6 +18,8 @@ use crate::upstream::{self, BodyStream, Call, UpstreamClients};
 #[derive(Debug)]
 pub struct Ctx {
     pub request_id: String,
+    /// The client's own `x-request-id`, kept in its own column.
+    pub client_request_id: Option<String>,
     pub dialect: Dialect,
     pub started: Instant,
     pub user: String,
@@ -30,19 +32,22 @@ pub struct Ctx {
     pub body: Option<Bytes>,
     /// The user's rate-limit grant, reconciled with the real token count at the end.
     pub reservation: Option<crate::ratelimit::Reservation>,
+    /// The request generates an answer (chat, completion): it reserves an output allowance.
+    pub generates: bool,
 }
 
 impl Ctx {
     pub fn new(req: &HttpRequest, dialect: Dialect, user: String) -> Ctx {
         // Taken, not copied: one context is made per request.
-        let request_id = req
+        let (request_id, client_request_id) = req
             .extensions_mut()
             .remove::<crate::api::RequestId>()
-            .map(|r| r.0)
+            .map(|r| (r.0, r.1))
             .unwrap_or_default();
         let client_ip = req.peer_addr().map(|a| a.ip());
         Ctx {
             request_id,
+            client_request_id,
             dialect,
             started: Instant::now(),
             user,
@@ -51,6 +56,7 @@ impl Ctx {
             category: None,
             body: None,
             reservation: None,
+            generates: false,
         }
     }
 }
@@ -175,10 +181,12 @@ async fn try_backend(
         ));
     };
     let mut tries = 0;
+    // Keys the upstream refused in this request: counted once each, never sent again.
+    let mut refused: Vec<KeyLease> = Vec::new();
     loop {
         tries += 1;
         let key = match &backend.config.key_pool {
-            Some(pool) => match gw.keys.pick(pool, &model) {
+            Some(pool) => match gw.keys.pick_avoiding(pool, &model, &refused) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     // Every key cooling down: another backend may still serve.
@@ -240,12 +248,14 @@ async fn try_backend(
             .inc();
         if let Some(k) = &key {
             if let Some(outcome) = key_outcome(&failure, &model) {
-                let retry_key = !matches!(outcome, KeyOutcome::ServerError);
                 if matches!(outcome, KeyOutcome::RateLimited { .. }) {
                     gw.metrics.rate_limited.with_label_values(&["key"]).inc();
                 }
+                if outcome == KeyOutcome::AuthFailed {
+                    refused.push(k.clone());
+                }
                 gw.keys.report(k, outcome);
-                if retry_key && tries < KEY_TRIES {
+                if tries < KEY_TRIES {
                     tracing::info!(backend = %backend.name, key = %k.prefix(), "upstream key refused; trying another key");
                     continue;
                 }
@@ -270,7 +280,7 @@ fn key_outcome(f: &upstream::Failure, model: &str) -> Option<KeyOutcome> {
             model: model.to_string(),
         }),
         401 | 403 => Some(KeyOutcome::AuthFailed),
-        500..=599 => Some(KeyOutcome::ServerError),
+        // 5xx, 529 and the rest are the backend's health, never the key's.
         _ => None,
     }
 }
@@ -348,6 +358,7 @@ impl Tally {
             error: self.error.take(),
             category: ctx.category.take(),
             body: ctx.body.take(),
+            client_request_id: ctx.client_request_id.take(),
         }
     }
 
@@ -435,6 +446,13 @@ impl Drop for Tally {
                 .inc_by(tout);
         }
         let used = self.tokens.map_or(0, |(i, o)| i + o);
+        // An answer cut off before the upstream counted it may have cost its whole
+        // reservation: a client must not free its limit by hanging up.
+        let charged = match self.tokens {
+            Some(_) => used,
+            None if self.backend.is_empty() => 0,
+            None => self.ctx.reservation.as_ref().map_or(0, |r| r.estimated()),
+        };
         if let Some(key) = self.key.take() {
             if self.finished && self.error.is_none() {
                 self.gw.keys.report(&key, KeyOutcome::Ok { tokens: used });
@@ -442,7 +460,7 @@ impl Drop for Tally {
         }
         if let Some(grant) = self.ctx.reservation.take() {
             // Only a correction that must go to Redis is worth a task.
-            if let Some(correction) = self.gw.limiter.reconcile_local(&grant, used) {
+            if let Some(correction) = self.gw.limiter.reconcile_local(&grant, charged) {
                 let gw = self.gw.clone();
                 actix_web::rt::spawn(async move { gw.limiter.reconcile_shared(correction).await });
             }

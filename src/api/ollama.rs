@@ -129,7 +129,7 @@ fn peek(body: &[u8]) -> Result<Peek, GatewayError> {
         p.model = p.name.take();
     }
     match &p.model {
-        Some(m) if !m.is_empty() => Ok(p),
+        Some(m) if !m.is_empty() => api::body::model_name(m).map(|()| p),
         _ => Err(GatewayError::bad_field("model", "is required")),
     }
 }
@@ -202,6 +202,7 @@ async fn generation(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let p = peek(&body).map_err(err)?;
     let stream = streams_by_default && p.stream.unwrap_or(true);
     let generates = matches!(path, "/api/chat" | "/api/generate");
@@ -213,6 +214,7 @@ async fn generation(
     let had_think = p.think.is_some();
     let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
     ctx.requested_model = p.model.unwrap_or_default();
+    ctx.generates = generates;
     ctx.body = Some(body.clone());
     let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
         .await

@@ -4,6 +4,7 @@ pub mod anthropic;
 pub mod detect;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 #[cfg(test)]
 mod stream_props;

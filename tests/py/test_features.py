@@ -166,9 +166,8 @@ def test_error_hints_by_status(gw):
 
 
 def test_rate_limited_is_worth_retrying(start_sim, start_gateway):
-    from conftest import create_user
     gw = start_gateway([start_sim("gpu-a")])
-    token = create_user(gw, "slow", rpm=1)
+    token = gw.create_user("slow", rpm=1)
     body = {"model": "qwen3:8b", "messages": [{"role": "user", "content": "hi"}], "stream": False}
     headers = {"Authorization": f"Bearer {token}"}
     statuses = [httpx.post(f"{gw.url}/api/chat", headers=headers, json=body, timeout=30) for _ in range(2)]
