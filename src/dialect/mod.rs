@@ -2,8 +2,10 @@
 
 pub mod anthropic;
 pub mod detect;
+pub mod lines;
 pub mod ollama;
 pub mod openai;
+pub mod relay;
 pub mod responses;
 pub mod sse;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! first-byte and idle limits, and classification of upstream failures.
 
 pub mod client;
-pub mod lines;
+pub mod kind;
 pub mod proxy;
 
 use std::borrow::Cow;
