@@ -187,7 +187,8 @@ fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
     )
 }
 
-/// An upstream's error answer as a failed attempt, its meaning read from [`classify`].
+/// An upstream's error answer as a failed attempt, its meaning read from [`classify`]
+/// (docs/PROTOCOLS.md §1.7).
 /// The upstream's text is scrubbed of every secret here, the one place it enters corral;
 /// a refused credential (401/403) is not quoted at all: providers echo the key they saw.
 pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -> Failure {
