@@ -49,6 +49,8 @@ pub struct Gateway {
     pub auto: routing::auto::AutoRouter,
     /// Identical non-streaming requests in flight or just answered, shared by every worker.
     pub dedup: api::dedup::Dedup,
+    /// Bytes of non-streamed answers buffered by every worker (`server.max_buffered_answers`).
+    pub answers: Arc<upstream::AnswerBudget>,
     draining: AtomicBool,
 }
 
@@ -104,6 +106,9 @@ impl Gateway {
             aliases: Aliases::new(&config.routing),
             auto: routing::auto::AutoRouter::new(&config.routing),
             dedup: api::dedup::Dedup::new(config.routing.dedup_window),
+            answers: Arc::new(upstream::AnswerBudget::new(
+                usize::try_from(config.server.max_buffered_answers.as_u64()).unwrap_or(usize::MAX),
+            )),
             config,
             metrics,
             fleet,
@@ -167,7 +172,7 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let clients = web::Data::new(UpstreamClients::new(gw.fleet.backends()));
+    let clients = web::Data::new(UpstreamClients::new(gw.fleet.backends(), &gw.metrics));
     let (gw_store, gw_auth, gw_keys) = (gw.store.clone(), gw.auth.clone(), gw.keys.clone());
     App::new()
         .app_data(gw)

@@ -21,7 +21,7 @@ use crate::dialect::ollama::{ndjson_line, needs_escape};
 use crate::error::{DialectError, ErrorKind, GatewayError};
 use crate::ir::{ChatRequest, EmbedRequest};
 use crate::upstream::lines::LineSplitter;
-use crate::upstream::{Call, UpstreamClients};
+use crate::upstream::{self, Call, UpstreamClients};
 
 /// The Ollama version corral reports; clients gate features on it.
 pub const OLLAMA_COMPAT_VERSION: &str = "0.12.6";
@@ -416,11 +416,13 @@ impl OllamaRelay {
         if self.done {
             return Ok(());
         }
-        let is_error = line.starts_with(b"{\"error\"");
-        let is_done = contains(line, b"\"done\":true");
+        // Validates the line and reads the two fields that matter, whatever their order or
+        // spacing, without building a tree.
+        let peek: LinePeek = serde_json::from_slice(line).map_err(garbage)?;
+        let is_error = peek.error.is_some();
+        let is_done = peek.done == Some(true);
         if !is_error && !is_done && self.rewrite.is_none() && !needs_escape(line) {
-            // The hot path: validate without building a tree, forward the bytes.
-            serde_json::from_slice::<serde::de::IgnoredAny>(line).map_err(garbage)?;
+            // The hot path: forward the bytes.
             out.extend_from_slice(line);
             out.extend_from_slice(b"\n");
             return Ok(());
@@ -428,7 +430,7 @@ impl OllamaRelay {
         let mut v: Value = serde_json::from_slice(line).map_err(garbage)?;
         if let Some(e) = v.get("error") {
             let message = e.as_str().map_or_else(|| e.to_string(), str::to_string);
-            return Err(GatewayError::new(ErrorKind::UpstreamStatus, message));
+            return Err(upstream::from_upstream(ErrorKind::UpstreamStatus, message));
         }
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             self.done = true;
@@ -444,15 +446,18 @@ impl OllamaRelay {
     }
 }
 
+/// The fields of an Ollama stream line that decide how it is handled.
+#[derive(Deserialize)]
+struct LinePeek {
+    done: Option<bool>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
 fn garbage(e: serde_json::Error) -> GatewayError {
     GatewayError::new(
         ErrorKind::UpstreamProtocol,
         format!("upstream sent invalid JSON: {e}"),
     )
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 impl Relay for OllamaRelay {
@@ -613,6 +618,20 @@ mod tests {
         res.unwrap();
         assert_eq!(out.lines().count(), 2);
         assert_eq!(r.usage(), Some((3, 5)));
+    }
+
+    #[test]
+    fn the_end_is_read_from_done_whatever_the_spacing_and_key_order() {
+        for last in [
+            "{\"model\":\"m\", \"done\": true, \"eval_count\": 2}\n",
+            "{ \"eval_count\" : 2 ,\"done\"\t:\ttrue , \"model\":\"m\" }\n",
+        ] {
+            let mut r = OllamaRelay::new(None);
+            let (out, res) = run(&mut r, &[b"{\"done\": false}\n", last.as_bytes()]);
+            res.unwrap();
+            assert_eq!(out.lines().count(), 2, "{out}");
+            assert_eq!(r.usage(), Some((0, 2)));
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ DESIGN_METRICS = {
     "corral_key_state": "gauge",
     "corral_upstream_errors_total": "counter",
     "corral_failovers_total": "counter",
+    "corral_upstream_resends_total": "counter",
     "corral_rate_limited_total": "counter",
     "corral_log_queue_depth": "gauge",
     "corral_log_dropped_total": "counter",
