@@ -14,6 +14,7 @@ setup:
 	bash scripts/setup.sh
 
 lint:
+	python3 scripts/check-self-contained.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 

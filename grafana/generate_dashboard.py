@@ -75,11 +75,18 @@ def quantiles(metric, by=""):
 UP_MAP = [{"type": "value", "options": {"0": {"text": "DOWN", "color": "red"}, "1": {"text": "UP", "color": "green"}}}]
 RED_GREEN = [{"color": "red", "value": None}, {"color": "green", "value": 1}]
 
+# A healthy fleet must read 0, not "No data": a counter series is born with its first
+# increment, so until the first 5xx (or the first request) the sums below have no series.
+# `or vector(0)` is only right on label-less results: next to a `sum by (...)` it would add a
+# stray series whenever the left side is not empty (use `or on() vector(0)` there).
+REQ_RATE = f"sum(rate(corral_requests_total{{{SEL}}}[{RI}]))"
+ERR_RATE = f'sum(rate(corral_requests_total{{{SEL}, status=~"5.."}}[{RI}]))'
+
 row("Overview")
 place([
-    (4, stat("Requests / s", "reqps", f"sum(rate(corral_requests_total{{{SEL}}}[{RI}]))")),
-    (4, stat("Error ratio (5xx)", "percentunit",
-             f'sum(rate(corral_requests_total{{{SEL}, status=~"5.."}}[{RI}])) / sum(rate(corral_requests_total{{{SEL}}}[{RI}]))',
+    (4, stat("Requests / s", "reqps", f"{REQ_RATE} or vector(0)")),
+    # 5xx / all, 0 without any 5xx series, and 0 (not NaN) while nothing is requested.
+    (4, stat("Error ratio (5xx)", "percentunit", f"({ERR_RATE} or vector(0)) / ({REQ_RATE} > 0) or vector(0)",
              steps=[{"color": "green", "value": None}, {"color": "orange", "value": 0.02}, {"color": "red", "value": 0.05}])),
     (4, stat("TTFB p95", "s", f'histogram_quantile(0.95, sum by (le) (rate(corral_time_to_first_byte_seconds_bucket{{model=~"$model"}}[{RI}])))',
              steps=[{"color": "green", "value": None}, {"color": "orange", "value": 2}, {"color": "red", "value": 5}])),

@@ -16,8 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,36 +25,15 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORRAL = os.environ.get("CORRAL_BIN", str(ROOT / "target" / "release" / "corral"))
+# The harness reads CORRAL_BIN when it is imported; the bench measures a release build.
+os.environ.setdefault("CORRAL_BIN", str(ROOT / "target" / "release" / "corral"))
+sys.path.insert(0, str(ROOT / "tests"))
+from harness import Gateway, Group, rss_kib, wait_http  # noqa: E402
+
 DURATION = os.environ.get("BENCH_DURATION", "2s")
 ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "5")))
 CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,64").split(",")]
 SEQ = "@SEQ@"  # replaced per request by wrk (see `wrk`)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(url, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            time.sleep(0.1)
-    raise SystemExit(f"bench: {url} did not come up")
-
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def parse_ms(text):
@@ -96,94 +73,29 @@ def wrk(url, body, headers, conns, workdir):
             "non2xx": int(errors.group(1)) if errors else 0}
 
 
-class Procs:
-    def __init__(self):
-        self.items = []
-
-    def start(self, args, log, **kw):
-        p = subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, **kw)
-        self.items.append(p)
-        return p
-
-    def stop_all(self):
-        for p in reversed(self.items):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-
-
 def main():
     if not shutil.which("wrk") or not shutil.which("nginx"):
         raise SystemExit("bench: needs wrk and nginx (scripts/setup.sh installs them as root)")
-    workdir = Path(tempfile.mkdtemp(prefix="corral-bench-"))
-    procs = Procs()
-    try:
-        run(workdir, procs)
-    finally:
-        procs.stop_all()
+    with tempfile.TemporaryDirectory(prefix="corral-bench-") as d, Group(Path(d)) as g:
+        run(g)
 
 
-def run(workdir, procs):
-    sim_port, nginx_port, gw_port = free_port(), free_port(), free_port()
-    procs.start([CORRAL, "sim", "--port", str(sim_port), "--name", "bench", "--vram", "64GiB"], workdir / "sim.log")
-    wait(f"http://127.0.0.1:{sim_port}/api/version")
-
-    (workdir / "nginx.conf").write_text(f"""
-worker_processes 2;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/nginx-body;
-  proxy_temp_path {workdir}/nginx-proxy;
-  upstream sim {{ server 127.0.0.1:{sim_port}; keepalive 256; }}
-  server {{
-    listen 127.0.0.1:{nginx_port};
-    location / {{
-      proxy_pass http://sim;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }}
-  }}
-}}
-""")
-    procs.start(["nginx", "-c", str(workdir / "nginx.conf"), "-e", str(workdir / "nginx-error.log")],
-                workdir / "nginx.log")
-
-    cfg = workdir / "corral.toml"
-    cfg.write_text(f"""
-[server]
-listen = "127.0.0.1:{gw_port}"
-workers = 2
-[database]
-url = "sqlite://{workdir}/bench.db"
-[[backends]]
-name = "bench"
-url = "http://127.0.0.1:{sim_port}"
-poll_interval = "2s"
-""")
-    token = None
-    users = subprocess.run([CORRAL, "--config", str(cfg), "users", "create", "bench"],
-                           capture_output=True, text=True, cwd=workdir)
-    if users.returncode == 0:
-        token = next((w for w in users.stdout.split() if w.startswith("crl_")), None)
-    gw = procs.start([CORRAL, "--config", str(cfg), "serve"], workdir / "corral.log", cwd=workdir)
-    wait(f"http://127.0.0.1:{gw_port}/ready")
-    wait(f"http://127.0.0.1:{nginx_port}/api/version")
+def run(g: Group):
+    workdir = g.workdir
+    sim = g.sim("bench", vram="64GiB")
+    # nginx as the baseline hop: two workers like corral, no access log, a large keepalive pool.
+    nginx = g.nginx([sim.port], workers=2, access_log=False, keepalive=256)
+    gw: Gateway = g.gateway([sim], name="bench", backend_extra={"bench": {"poll_interval": "2s"}},
+                            env={"RUST_LOG": "info,actix_server=warn"})
+    wait_http(f"{nginx.url}/api/version")
     time.sleep(0.5)
-    idle_rss = rss_kib(gw.pid)
+    idle_rss = rss_kib(gw.proc.pid)
 
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = gw.headers()
     targets = {
-        "direct": f"http://127.0.0.1:{sim_port}",
-        "nginx": f"http://127.0.0.1:{nginx_port}",
-        "corral": f"http://127.0.0.1:{gw_port}",
+        "direct": sim.url,
+        "nginx": nginx.url,
+        "corral": gw.url,
     }
     prompt = f"[[tokens=20]] benchmark {SEQ}"
     chat = {"model": "qwen3:8b", "messages": [{"role": "user", "content": prompt}]}
@@ -212,7 +124,7 @@ poll_interval = "2s"
                     run = wrk(targets[t] + path, json.dumps(body), h, c, workdir)
                     runs.setdefault((name, c, t), []).append(run)
                     if t == "corral":
-                        peak_rss = max(peak_rss, rss_kib(gw.pid))
+                        peak_rss = max(peak_rss, rss_kib(gw.proc.pid))
     report({k: median_run(v) for k, v in runs.items()}, rows, idle_rss, peak_rss, runs)
 
 

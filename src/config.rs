@@ -34,6 +34,15 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Longest a client may take to send a request head; then the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub head_timeout: Duration,
+    /// Longest a client may take to send a whole request body; then it gets 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Most memory all request bodies still arriving may hold together; past it a new
+    /// body gets 503 with Retry-After.
+    pub body_memory: ByteSize,
     /// Bytes of non-streamed upstream answers held in memory at once, all requests
     /// together; a request whose answer would pass this fails at once with 503.
     pub max_buffered_answers: ByteSize,
@@ -46,6 +55,9 @@ impl Default for ServerConfig {
             body_limit: ByteSize::mib(32),
             shutdown_grace: Duration::from_secs(30),
             workers: 0,
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            body_memory: ByteSize::mib(512),
             max_buffered_answers: ByteSize::mib(256),
         }
     }
@@ -353,6 +365,18 @@ impl Config {
         }
         if self.server.body_limit.as_u64() < 1024 {
             bad("server.body_limit".into(), "must be at least 1KiB".into());
+        }
+        if self.server.body_memory < self.server.body_limit {
+            bad(
+                "server.body_memory".into(),
+                "must be at least server.body_limit, or no body of the largest size fits".into(),
+            );
+        }
+        if self.server.head_timeout.is_zero() || self.server.body_timeout.is_zero() {
+            bad(
+                "server.head_timeout / server.body_timeout".into(),
+                "must be above zero".into(),
+            );
         }
         let db = &self.database.url;
         if !(db.starts_with("sqlite://")

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     /// Unknown model or path.
     NotFound,
     PayloadTooLarge,
+    /// The client did not send its whole request body in time.
+    RequestTimeout,
     /// A corral limit (user rate) or every upstream key is cooling down.
     RateLimited,
     /// No backend can take the request right now.
@@ -50,6 +52,23 @@ pub struct GatewayError {
     pub param: Option<String>,
 }
 
+/// Longest error text a client sees or the request log stores: messages may quote what a
+/// client or an upstream sent.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// `s` cut to at most [`MAX_MESSAGE`] bytes on a character boundary, marked when cut.
+pub fn capped(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE - 3;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
 impl GatewayError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let retryable = matches!(
@@ -61,7 +80,7 @@ impl GatewayError {
         );
         Self {
             kind,
-            message: message.into(),
+            message: capped(crate::redact::scrub_owned(message.into())),
             retryable,
             upstream_status: None,
             retry_after: None,
@@ -117,6 +136,7 @@ impl GatewayError {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::NoCapacity | ErrorKind::Draining => match dialect {
                 Dialect::Anthropic => {
@@ -127,6 +147,8 @@ impl GatewayError {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UpstreamStatus => match self.upstream_status {
+                // A refused upstream credential is corral's fault, not the caller's.
+                Some(401 | 403) => StatusCode::BAD_GATEWAY,
                 Some(s @ 400..=499) if s != 429 => {
                     StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY)
                 }
@@ -140,9 +162,10 @@ impl GatewayError {
 
     fn openai_type(&self) -> &'static str {
         match self.kind {
-            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::PayloadTooLarge => {
-                "invalid_request_error"
-            }
+            ErrorKind::BadRequest
+            | ErrorKind::NotFound
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::RequestTimeout => "invalid_request_error",
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
@@ -156,6 +179,7 @@ impl GatewayError {
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
+            408 => "timeout_error",
             413 => "request_too_large",
             429 => "rate_limit_error",
             504 => "timeout_error",
@@ -220,6 +244,18 @@ impl GatewayError {
     }
 }
 
+/// The `x-should-retry` value for an answer with `status`, which both official SDKs obey
+/// over their own rules: `None` for a success. A retry helps only where the cause can pass
+/// (timeouts, conflicts, rate limits, server trouble); a bad request, a bad token or an
+/// unknown model stays what it is, so clients such as Claude Code give up at once.
+pub fn should_retry(status: StatusCode) -> Option<&'static str> {
+    match status.as_u16() {
+        0..=399 => None,
+        408 | 409 | 429 | 500..=599 => Some("true"),
+        _ => Some("false"),
+    }
+}
+
 impl std::fmt::Display for GatewayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -276,6 +312,26 @@ mod tests {
             "not_found_error"
         );
         assert_eq!(e.status(Dialect::OpenAi), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn messages_are_capped_on_a_char_boundary() {
+        let e = GatewayError::unknown_model(&"é".repeat(10_000));
+        assert!(e.message.len() <= MAX_MESSAGE);
+        assert!(e.message.ends_with('…'));
+        assert_eq!(capped("short".into()), "short");
+    }
+
+    #[test]
+    fn retry_hints_follow_the_status() {
+        let hint = |s: u16| should_retry(StatusCode::from_u16(s).unwrap());
+        for s in [400, 401, 403, 404, 413, 415, 422, 431] {
+            assert_eq!(hint(s), Some("false"), "{s}");
+        }
+        for s in [408, 409, 429, 500, 502, 503, 504, 529] {
+            assert_eq!(hint(s), Some("true"), "{s}");
+        }
+        assert_eq!(hint(200), None);
     }
 
     #[test]

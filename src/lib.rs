@@ -12,6 +12,7 @@ pub mod ir;
 pub mod keys;
 pub mod metrics;
 pub mod ratelimit;
+pub mod redact;
 pub mod routing;
 pub mod sim;
 pub mod store;
@@ -49,6 +50,8 @@ pub struct Gateway {
     pub auto: routing::auto::AutoRouter,
     /// Identical non-streaming requests in flight or just answered, shared by every worker.
     pub dedup: api::dedup::Dedup,
+    /// Memory held by request bodies still arriving, shared by every worker.
+    pub bodies: api::body::BodyBudget,
     /// Bytes of non-streamed answers buffered by every worker (`server.max_buffered_answers`).
     pub answers: Arc<upstream::AnswerBudget>,
     draining: AtomicBool,
@@ -58,6 +61,7 @@ impl Gateway {
     /// Starts the actors; must run inside an actix system.
     pub async fn start(config: Config) -> Result<Gateway, String> {
         let config = Arc::new(config);
+        redact::register_config(&config);
         let metrics = Arc::new(Metrics::new());
         let db = config.database.clone();
         let store = actix_web::rt::task::spawn_blocking(move || Store::connect(&db))
@@ -106,6 +110,7 @@ impl Gateway {
             aliases: Aliases::new(&config.routing),
             auto: routing::auto::AutoRouter::new(&config.routing),
             dedup: api::dedup::Dedup::new(config.routing.dedup_window),
+            bodies: api::body::BodyBudget::new(config.server.body_memory.as_u64() as usize),
             answers: Arc::new(upstream::AnswerBudget::new(
                 usize::try_from(config.server.max_buffered_answers.as_u64()).unwrap_or(usize::MAX),
             )),
@@ -230,6 +235,7 @@ pub fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
 /// returns at once.
 pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
     let grace = config.server.shutdown_grace;
+    let head_timeout = config.server.head_timeout;
     let workers = config.server.workers;
     let gateway = Gateway::start(config)
         .await
@@ -244,6 +250,8 @@ pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
         .disable_signals()
         // A client that closes its side cancels its request, so the upstream one stops too.
         .h1_allow_half_closed(false)
+        // A head that trickles in holds a connection; the body has its own deadline.
+        .client_request_timeout(head_timeout)
         .shutdown_timeout(grace.as_secs().max(1));
     if workers > 0 {
         server = server.workers(workers);

@@ -1,4 +1,4 @@
-//! Prometheus collectors with the names of DESIGN.md §1; one registry per running gateway.
+//! Prometheus collectors with the names of docs/OPERATIONS.md "Metrics"; one registry per running gateway.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,

@@ -406,6 +406,11 @@ impl Fleet {
         })
     }
 
+    /// Whether placing `model` could find a backend that knows it (see [`Placer::knows`]).
+    pub fn knows(&self, model: &str) -> bool {
+        self.placer.lock().knows(model)
+    }
+
     /// Every backend's state, in configuration order; empty if the Supervisor does not answer.
     pub async fn snapshot(&self) -> Vec<BackendView> {
         match self.supervisor.send(Snapshot).timeout(SEND_TIMEOUT).await {

@@ -15,6 +15,9 @@ use crate::store::{Store, StoreError, logs, now, stats, users};
 
 type Answer = Result<HttpResponse, DialectError>;
 
+/// Largest admin request body: admin bodies are small JSON documents.
+pub const ADMIN_BODY_LIMIT: usize = 256 * 1024;
+
 /// Registers this module's routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -39,7 +42,7 @@ fn db(e: StoreError) -> DialectError {
 }
 
 async fn admin(req: &HttpRequest, auth: &Authenticator) -> Result<Principal, DialectError> {
-    let p = auth.authenticate(req.headers()).await.map_err(fail)?;
+    let p = crate::api::body::caller(req, auth).await.map_err(fail)?;
     require_admin(&p).map_err(fail)?;
     Ok(p)
 }
@@ -73,11 +76,15 @@ struct NewUser {
 
 async fn create_user(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     store: web::Data<Store>,
     auth: web::Data<Authenticator>,
 ) -> Answer {
     admin(&req, &auth).await?;
+    let body = crate::api::read_body(payload, &req, ADMIN_BODY_LIMIT)
+        .await
+        .map_err(fail)?;
+    crate::api::body::json_object(&body).map_err(fail)?;
     let new: NewUser = serde_json::from_slice(&body)
         .map_err(|e| fail(GatewayError::bad_request(format!("bad user JSON: {e}"))))?;
     let NewUser {

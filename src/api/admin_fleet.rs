@@ -81,11 +81,15 @@ fn decode_any(body: &[u8]) -> Result<ChatRequest, GatewayError> {
 
 async fn classify(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     gw: web::Data<Gateway>,
     clients: web::Data<UpstreamClients>,
 ) -> Answer {
     admin(&req, &gw).await?;
+    let body = api::read_body(payload, &req, crate::api::admin::ADMIN_BODY_LIMIT)
+        .await
+        .map_err(fail)?;
+    api::body::json_object(&body).map_err(fail)?;
     let chat = decode_any(&body).map_err(fail)?;
     let catalogue = gw.auto.catalogue(&gw.fleet, &clients).await;
     let views = gw.fleet.snapshot().await;

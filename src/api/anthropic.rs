@@ -30,7 +30,9 @@ async fn messages(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let chat = anthropic::decode_messages(&body).map_err(err)?;
+    api::body::model_name(&chat.model).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::Anthropic, caller.name);
     ctx.requested_model = chat.model.clone();
     ctx.body = Some(body.clone());
@@ -61,7 +63,12 @@ async fn count_tokens(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let chat = anthropic::decode_count_tokens(&body).map_err(err)?;
+    // The same answer /v1/messages would give for a model no backend has.
+    if !api::model_known(&gw, &chat.model) {
+        return Err(err(GatewayError::unknown_model(&chat.model)));
+    }
     Ok(HttpResponse::Ok().json(anthropic::count_tokens_response(
         chat.estimate_input_tokens().max(1),
     )))

@@ -14,7 +14,7 @@ use crate::api::forward::{self, Ctx, Relay, Served, Tally};
 use crate::api::{dedup, with_served_headers};
 use crate::config::BackendKind;
 use crate::dialect::sse::{DEFAULT_MAX_FRAME, SseParser};
-use crate::dialect::{Dialect, anthropic, ollama, openai};
+use crate::dialect::{Dialect, anthropic, ollama, openai, responses};
 use crate::error::{DialectError, ErrorKind, GatewayError};
 use crate::ir::{ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, StreamEvent, Usage};
 use crate::upstream::lines::LineSplitter;
@@ -151,6 +151,7 @@ pub enum ClientWriter {
     Ollama(ollama::StreamWriter),
     OpenAi(openai::StreamWriter),
     Anthropic(anthropic::StreamWriter),
+    Responses(Box<responses::StreamWriter>),
 }
 
 impl ClientWriter {
@@ -159,6 +160,7 @@ impl ClientWriter {
             ClientWriter::Ollama(w) => w.push(ev),
             ClientWriter::OpenAi(w) => w.push(ev),
             ClientWriter::Anthropic(w) => w.push(ev),
+            ClientWriter::Responses(w) => w.push(ev),
         };
         for f in frames {
             out.extend_from_slice(&f);
@@ -170,6 +172,7 @@ impl ClientWriter {
             ClientWriter::Ollama(w) => w.error(e),
             ClientWriter::OpenAi(w) => w.error(e),
             ClientWriter::Anthropic(w) => w.error(e),
+            ClientWriter::Responses(w) => w.error(e),
         }
     }
 
@@ -187,6 +190,7 @@ pub struct TranslateRelay {
     writer: ClientWriter,
     events: Vec<StreamEvent>,
     usage: Option<Usage>,
+    hide_thinking: bool,
 }
 
 impl TranslateRelay {
@@ -196,13 +200,26 @@ impl TranslateRelay {
             writer,
             events: Vec::new(),
             usage: None,
+            hide_thinking: false,
         }
+    }
+
+    /// Drops reasoning the client did not ask for (a model that thinks by default).
+    pub fn hiding_thinking(mut self, hide: bool) -> TranslateRelay {
+        self.hide_thinking = hide;
+        self
     }
 
     fn write_events(&mut self, out: &mut BytesMut) {
         for ev in self.events.drain(..) {
-            if let StreamEvent::Done { usage, .. } = &ev {
-                self.usage = Some(*usage);
+            match &ev {
+                StreamEvent::Done { usage, .. } => self.usage = Some(*usage),
+                StreamEvent::ThinkingDelta(_) | StreamEvent::ThinkingSignature(_)
+                    if self.hide_thinking =>
+                {
+                    continue;
+                }
+                _ => {}
             }
             self.writer.push(&ev, out);
         }
@@ -263,6 +280,12 @@ impl SsePassthrough {
             out.extend_from_slice(b"\n");
         }
         out.extend_from_slice(b"data: ");
+        // An upstream's error event is upstream text like any error body.
+        if event == Some("error") || data.starts_with("{\"error\"") {
+            out.extend_from_slice(crate::redact::scrub(data).as_bytes());
+            out.extend_from_slice(b"\n\n");
+            return;
+        }
         match &self.rewrite {
             Some(model) if data.contains("\"model\"") => {
                 out.extend_from_slice(rewrite_model(data, model).as_bytes());
@@ -412,7 +435,16 @@ async fn place_chat(
     )
     .await
     .map_err(|e| e.in_dialect(dialect))?;
-    let chat = &*chat;
+    let wants = crate::routing::features::Wants::of(&chat);
+    let fit = crate::api::fit_features(&gw, clients, target, wants)
+        .await
+        .map_err(|e| e.in_dialect(dialect))?;
+    let (target, show_thinking) = (fit.model, fit.thinking);
+    let mut chat = std::sync::Arc::try_unwrap(chat).unwrap_or_else(|c| (*c).clone());
+    if wants.thinking && !show_thinking {
+        chat.think = None;
+    }
+    let chat = &chat;
     let build = |b: &BackendInfo, served: &str| match &answer.raw {
         Some((raw, path)) if same_dialect(dialect, b.config.kind) => {
             raw_call(b, served, raw, path, req)
@@ -435,13 +467,13 @@ async fn place_chat(
             let rewrite = (served.model != chat.model).then(|| chat.model.clone());
             Box::new(SsePassthrough::new(kind, rewrite, writer))
         } else {
-            Box::new(TranslateRelay::new(kind, writer))
+            Box::new(TranslateRelay::new(kind, writer).hiding_thinking(!show_thinking))
         };
         return Ok(stream_response(served, relay, tally, dialect));
     }
     let mut passthrough_body: Option<Value> = None;
     let keep = std::cell::RefCell::new(&mut passthrough_body);
-    let (resp, served) = whole(served, &mut tally, |kind, bytes| {
+    let (mut resp, served) = whole(served, &mut tally, |kind, bytes| {
         let parsed = parse_chat_response(kind, bytes)?;
         if passthrough {
             **keep.borrow_mut() = serde_json::from_slice(bytes).ok();
@@ -452,6 +484,10 @@ async fn place_chat(
     .map_err(|e| e.in_dialect(dialect))?;
 
     tally.tokens = Some((resp.usage.input, resp.usage.output));
+    if !show_thinking {
+        resp.thinking.clear();
+        resp.thinking_signature = None;
+    }
     let body = (answer.whole)(&resp);
     let body = match passthrough_body {
         Some(mut v) => {

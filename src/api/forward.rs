@@ -18,6 +18,8 @@ use crate::upstream::{self, BodyStream, Call, UpstreamClients};
 #[derive(Debug)]
 pub struct Ctx {
     pub request_id: String,
+    /// The client's own `x-request-id`, kept in its own column.
+    pub client_request_id: Option<String>,
     pub dialect: Dialect,
     pub started: Instant,
     pub user: String,
@@ -35,14 +37,15 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(req: &HttpRequest, dialect: Dialect, user: String) -> Ctx {
         // Taken, not copied: one context is made per request.
-        let request_id = req
+        let (request_id, client_request_id) = req
             .extensions_mut()
             .remove::<crate::api::RequestId>()
-            .map(|r| r.0)
+            .map(|r| (r.0, r.1))
             .unwrap_or_default();
         let client_ip = req.peer_addr().map(|a| a.ip());
         Ctx {
             request_id,
+            client_request_id,
             dialect,
             started: Instant::now(),
             user,
@@ -173,10 +176,12 @@ async fn try_backend(
         ));
     };
     let mut tries = 0;
+    // Keys the upstream refused in this request: counted once each, never sent again.
+    let mut refused: Vec<KeyLease> = Vec::new();
     loop {
         tries += 1;
         let key = match &backend.config.key_pool {
-            Some(pool) => match gw.keys.pick(pool, &model) {
+            Some(pool) => match gw.keys.pick_avoiding(pool, &model, &refused) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     // Every key cooling down: another backend may still serve.
@@ -241,12 +246,14 @@ async fn try_backend(
             .inc();
         if let Some(k) = &key {
             if let Some(outcome) = key_outcome(&failure, &model) {
-                let retry_key = !matches!(outcome, KeyOutcome::ServerError);
                 if matches!(outcome, KeyOutcome::RateLimited { .. }) {
                     gw.metrics.rate_limited.with_label_values(&["key"]).inc();
                 }
+                if outcome == KeyOutcome::AuthFailed {
+                    refused.push(k.clone());
+                }
                 gw.keys.report(k, outcome);
-                if retry_key && tries < KEY_TRIES && resends.allow(&backend, &mut failure) {
+                if tries < KEY_TRIES && resends.allow(&backend, &mut failure) {
                     tracing::info!(backend = %backend.name, key = %k.prefix(), "upstream key refused; trying another key");
                     continue;
                 }
@@ -271,7 +278,7 @@ fn key_outcome(f: &upstream::Failure, model: &str) -> Option<KeyOutcome> {
             model: model.to_string(),
         }),
         401 | 403 => Some(KeyOutcome::AuthFailed),
-        500..=599 => Some(KeyOutcome::ServerError),
+        // 5xx, 529 and the rest are the backend's health, never the key's.
         _ => None,
     }
 }
@@ -349,6 +356,7 @@ impl Tally {
             error: self.error.take(),
             category: ctx.category.take(),
             body: ctx.body.take(),
+            client_request_id: ctx.client_request_id.take(),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_fleet;
 pub mod admin_keys;
 pub mod anthropic;
+pub mod body;
 pub mod chat;
 pub mod dashboard;
 pub mod dedup;
@@ -20,24 +21,34 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpMessage, HttpRequest, HttpResponseBuilder};
-use futures_util::StreamExt;
 
 use crate::Gateway;
 use crate::error::{ErrorKind, GatewayError};
 
-/// The id of one request, echoed in `x-request-id` and written to the request log.
+/// The id of one request: made by corral, echoed in `x-request-id` and the key of its
+/// request-log row; with the client's own `x-request-id`, when it sent one.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub String, pub Option<String>);
+
+/// Longest client `x-request-id` kept and echoed, in bytes.
+pub const MAX_CLIENT_REQUEST_ID: usize = 128;
 
 /// Largest request head accepted, header names and values summed (nginx's default is
 /// 4 × 8 KiB); larger heads get 431 in the dialect of the path.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
+/// The Anthropic SDK reads the request id from `request-id` (its `_request_id`).
+const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
-/// Gives every request an id (the client's, when it is short and plain) and echoes it, and
-/// refuses oversized request heads before any handler runs. One middleware rather than two:
-/// each `from_fn` layer costs every request a boxed future.
+/// Gives every request an id of corral's own (a client's id could repeat another's row)
+/// and echoes it, keeps and echoes the client's `x-request-id` (printable ASCII, capped)
+/// as `x-client-request-id`, tells the SDKs whether an error answer is worth retrying,
+/// refuses oversized request heads, and authenticates a request with a body before
+/// anything reads it. One middleware rather than several: each `from_fn` layer costs
+/// every request a boxed future.
 pub async fn request_head(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -45,22 +56,17 @@ pub async fn request_head(
     let given = req
         .headers()
         .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| {
-            !s.is_empty()
-                && s.len() <= 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(str::to_string);
+        .map(|v| client_request_id(v.as_bytes()))
+        .filter(|s| !s.is_empty());
     // Time-ordered ids (UUIDv7) keep request-log inserts sequential in the primary key.
-    let id = given.unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let id = uuid::Uuid::now_v7().simple().to_string();
     let size: usize = req
         .headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     let echo = HeaderValue::from_str(&id).ok();
+    let echo_client = given.as_deref().and_then(|g| HeaderValue::from_str(g).ok());
     let mut res = if size > MAX_HEADER_BYTES {
         let e = GatewayError::bad_request(format!(
             "request headers are {size} bytes; the limit is {MAX_HEADER_BYTES}"
@@ -68,14 +74,38 @@ pub async fn request_head(
         let mut resp = e.response(dialect_of(req.path()));
         *resp.status_mut() = actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
         req.into_response(resp).map_into_right_body()
+    } else if let Err(e) = body::caller_first(&req).await {
+        let resp = e.response(dialect_of(req.path()));
+        req.into_response(resp).map_into_right_body()
     } else {
-        req.extensions_mut().insert(RequestId(id));
+        req.extensions_mut().insert(RequestId(id, given));
         next.call(req).await?.map_into_left_body()
     };
+    let hint = crate::error::should_retry(res.status());
+    let headers = res.headers_mut();
     if let Some(v) = echo {
-        res.headers_mut().insert(X_REQUEST_ID, v);
+        headers.insert(REQUEST_ID, v.clone());
+        headers.insert(X_REQUEST_ID, v);
+    }
+    if let Some(hint) = hint.filter(|_| !headers.contains_key(X_SHOULD_RETRY)) {
+        headers.insert(X_SHOULD_RETRY, HeaderValue::from_static(hint));
+    }
+    if let Some(v) = echo_client {
+        headers.insert(X_CLIENT_REQUEST_ID, v);
     }
     Ok(res)
+}
+
+/// A client's request id as kept: printable ASCII only, at most
+/// [`MAX_CLIENT_REQUEST_ID`] bytes.
+pub fn client_request_id(raw: &[u8]) -> String {
+    raw.iter()
+        .filter(|b| b.is_ascii_graphic() || **b == b' ')
+        .take(MAX_CLIENT_REQUEST_ID)
+        .map(|&b| char::from(b))
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 /// The dialect a path speaks, for answers given before any handler runs.
@@ -89,7 +119,9 @@ pub fn dialect_of(path: &str) -> crate::dialect::Dialect {
     }
 }
 
-/// Reads the request body, refusing with 413 as soon as it exceeds `limit`.
+/// Reads the request body, refusing with 413 as soon as it exceeds `limit`, 408 when it
+/// does not arrive within `server.body_timeout`, 503 when bodies arriving at once would
+/// hold more than `server.body_memory`.
 pub async fn read_body(
     mut payload: web::Payload,
     req: &HttpRequest,
@@ -109,14 +141,14 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            GatewayError::bad_request(format!("could not read the request body: {e}"))
-        })?;
+    let mut arriving = body::Arriving::start(req);
+    // Grown as bytes arrive: a declared length is only a claim.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(64 * 1024));
+    while let Some(chunk) = arriving.next(&mut payload).await? {
         if buf.len() + chunk.len() > limit {
             return Err(too_large());
         }
+        arriving.hold(chunk.len())?;
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
@@ -127,7 +159,7 @@ pub async fn authenticate(
     req: &HttpRequest,
     gw: &Gateway,
 ) -> Result<crate::auth::Principal, GatewayError> {
-    gw.auth.authenticate(req.headers()).await
+    body::caller(req, &gw.auth).await
 }
 
 /// The user's rate limits (`ctx.user`'s requests and tokens per minute): admitted with an
@@ -210,6 +242,38 @@ pub async fn resolve_model(
         Ok(choice) => Ok(choice.model),
         Err(none) => Err(GatewayError::new(ErrorKind::NoCapacity, none.to_string())),
     }
+}
+
+/// Whether chat would find `requested`: through an alias to a virtual model or to one some
+/// backend knows (`qwen3` is `qwen3:latest`), or through one of its fallbacks.
+pub fn model_known(gw: &Gateway, requested: &str) -> bool {
+    let target = gw.aliases.resolve(requested);
+    let fallbacks = gw.config.routing.fallbacks.get(target);
+    gw.auto.is_auto(target)
+        || std::iter::once(target)
+            .chain(fallbacks.into_iter().flatten().map(String::as_str))
+            .any(|m| gw.fleet.knows(m))
+}
+
+/// The model to serve `target` with, fitted to what the request wants (see
+/// [`crate::routing::features`]); the catalogue is read only when a capability is wanted.
+pub async fn fit_features(
+    gw: &Gateway,
+    clients: &crate::upstream::UpstreamClients,
+    target: String,
+    wants: crate::routing::features::Wants,
+) -> Result<crate::routing::features::Fit, GatewayError> {
+    if !wants.any() {
+        return Ok(crate::routing::features::Fit {
+            model: target,
+            thinking: false,
+        });
+    }
+    let catalogue = gw.auto.catalogue(&gw.fleet, clients).await;
+    let fallbacks = gw.config.routing.fallbacks.get(&target);
+    let chain =
+        std::iter::once(target.as_str()).chain(fallbacks.into_iter().flatten().map(String::as_str));
+    crate::routing::features::fit(chain, &catalogue, wants)
 }
 
 /// Every route of the gateway.

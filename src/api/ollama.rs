@@ -20,6 +20,7 @@ use crate::dialect::ollama;
 use crate::dialect::ollama::{ndjson_line, needs_escape};
 use crate::error::{DialectError, ErrorKind, GatewayError};
 use crate::ir::{ChatRequest, EmbedRequest};
+use crate::routing::features::Wants;
 use crate::upstream::lines::LineSplitter;
 use crate::upstream::{self, Call, UpstreamClients};
 
@@ -84,13 +85,45 @@ struct Peek {
     model: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
+    /// `null` reads as absent, as Ollama's pointer field does.
+    #[serde(default)]
+    think: Option<Value>,
+    #[serde(default)]
+    tools: Option<Vec<serde::de::IgnoredAny>>,
+    /// `/api/generate` images.
+    #[serde(default)]
+    images: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    messages: Option<Vec<PeekMessage>>,
+}
+
+#[derive(Deserialize)]
+struct PeekMessage {
+    #[serde(default)]
+    images: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+impl Peek {
+    /// What the request wants from its model; `think` counts when it is not `false`.
+    fn wants(&self) -> Wants {
+        let some =
+            |v: &Option<Vec<serde::de::IgnoredAny>>| v.as_ref().is_some_and(|v| !v.is_empty());
+        Wants {
+            thinking: self
+                .think
+                .as_ref()
+                .is_some_and(|t| !matches!(t, Value::Bool(false))),
+            tools: some(&self.tools),
+            vision: some(&self.images) || self.messages.iter().flatten().any(|m| some(&m.images)),
+        }
+    }
 }
 
 fn peek(body: &[u8]) -> Result<Peek, GatewayError> {
     let p: Peek = serde_json::from_slice(body)
         .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
     match &p.model {
-        Some(m) if !m.is_empty() => Ok(p),
+        Some(m) if !m.is_empty() => api::body::model_name(m).map(|()| p),
         _ => Err(GatewayError::bad_field("model", "is required")),
     }
 }
@@ -163,8 +196,16 @@ async fn generation(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let p = peek(&body).map_err(err)?;
     let stream = streams_by_default && p.stream.unwrap_or(true);
+    let generates = matches!(path, "/api/chat" | "/api/generate");
+    let wants = if generates {
+        p.wants()
+    } else {
+        Wants::default()
+    };
+    let had_think = p.think.is_some();
     let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
     ctx.requested_model = p.model.unwrap_or_default();
     ctx.body = Some(body.clone());
@@ -177,13 +218,29 @@ async fn generation(
     } else {
         gw.dedup.key(&ctx, &req)
     };
+    let asked = Asked {
+        wants,
+        had_think,
+        generates,
+    };
     dedup::serve(gw.clone(), key, ctx, |ctx| {
-        place(req, gw, clients, path, body, stream, ctx)
+        place(req, gw, clients, path, body, stream, asked, ctx)
     })
     .await
 }
 
+/// What a generation request asked of its model, read from the client's bytes.
+#[derive(Clone, Copy)]
+struct Asked {
+    wants: Wants,
+    /// The body has a `think` field (kept as sent when the model may think).
+    had_think: bool,
+    /// Chat or generate, not embeddings or show.
+    generates: bool,
+}
+
 /// Places and forwards one generation request, streamed or whole.
+#[allow(clippy::too_many_arguments)]
 async fn place(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -191,6 +248,7 @@ async fn place(
     path: &'static str,
     body: Bytes,
     stream: bool,
+    asked: Asked,
     mut ctx: Ctx,
 ) -> Result<HttpResponse, DialectError> {
     let requested = ctx.requested_model.clone();
@@ -204,11 +262,22 @@ async fn place(
     let target = api::resolve_model(&gw, &clients, &requested, auto_view, &mut ctx)
         .await
         .map_err(err)?;
+    let fit = api::fit_features(&gw, &clients, target, asked.wants)
+        .await
+        .map_err(err)?;
+    let (target, show_thinking) = (fit.model, fit.thinking);
+    // Reasoning only when asked and possible: Ollama backends get `think: false` otherwise.
+    let native = if asked.generates && !show_thinking {
+        ollama::with_think_off(&body, asked.had_think).map_err(err)?
+    } else {
+        body.clone()
+    };
+    let hide_thinking = asked.generates && !show_thinking;
     let build = |backend: &BackendInfo, served: &str| -> Result<Call, GatewayError> {
         if backend.config.kind == BackendKind::Ollama {
             return Ok(Call::post_json(
                 path,
-                passthrough_body(&body, &requested, served)?,
+                passthrough_body(&native, &requested, served)?,
             ));
         }
         match canonical.get(decode)? {
@@ -237,12 +306,13 @@ async fn place(
             canonical.get(decode).map_err(err)?,
             &requested,
             stream,
+            hide_thinking,
         )
         .await;
     }
     let rewrite = (served.model != requested).then(|| requested.clone());
     if stream {
-        let relay = Box::new(OllamaRelay::new(rewrite));
+        let relay = Box::new(OllamaRelay::new(rewrite).hiding_thinking(hide_thinking));
         return Ok(chat::stream_response(served, relay, tally, Dialect::Ollama));
     }
     tally.served(&served);
@@ -254,7 +324,7 @@ async fn place(
             return Err(err(e));
         }
     };
-    let (bytes, usage) = finish_single(bytes, rewrite.as_deref()).map_err(err)?;
+    let (bytes, usage) = finish_single(bytes, rewrite.as_deref(), hide_thinking).map_err(err)?;
     tally.tokens = usage;
     tally.finished = true;
     served
@@ -291,20 +361,27 @@ async fn translated(
     canonical: &Canonical,
     requested: &str,
     stream: bool,
+    hide_thinking: bool,
 ) -> Result<HttpResponse, DialectError> {
     match canonical {
         Canonical::Chat(c) if stream => {
             let writer = ClientWriter::Ollama(ollama::StreamWriter::new(requested, !c.completion));
-            let relay = Box::new(chat::TranslateRelay::new(
-                served.backend().config.kind,
-                writer,
-            ));
-            Ok(chat::stream_response(served, relay, tally, Dialect::Ollama))
+            let relay = chat::TranslateRelay::new(served.backend().config.kind, writer)
+                .hiding_thinking(hide_thinking);
+            Ok(chat::stream_response(
+                served,
+                Box::new(relay),
+                tally,
+                Dialect::Ollama,
+            ))
         }
         Canonical::Chat(c) => {
-            let (resp, served) = chat::whole(served, &mut tally, chat::parse_chat_response)
+            let (mut resp, served) = chat::whole(served, &mut tally, chat::parse_chat_response)
                 .await
                 .map_err(err)?;
+            if hide_thinking {
+                resp.thinking.clear();
+            }
             tally.tokens = Some((resp.usage.input, resp.usage.output));
             let mut out = HttpResponse::Ok();
             with_served_headers(&mut out, &served, &tally);
@@ -351,6 +428,7 @@ fn show_configured(gw: &Gateway, target: &str, requested: &str) -> Option<HttpRe
 fn finish_single(
     bytes: Bytes,
     rewrite: Option<&str>,
+    hide_thinking: bool,
 ) -> Result<(Bytes, Option<(u64, u64)>), GatewayError> {
     let invalid = |e: serde_json::Error| {
         GatewayError::new(
@@ -358,6 +436,15 @@ fn finish_single(
             format!("upstream sent invalid JSON: {e}"),
         )
     };
+    if hide_thinking && contains(&bytes, b"\"thinking\"") {
+        let mut v: Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+        ollama::strip_thinking(&mut v);
+        if let (Some(model), Some(_)) = (rewrite, v.get("model")) {
+            v["model"] = Value::String(model.to_string());
+        }
+        let usage = usage_of(&v);
+        return Ok((Bytes::from(v.to_string()), usage));
+    }
     let Some(model) = rewrite else {
         let counts: Counts = serde_json::from_slice(&bytes).map_err(invalid)?;
         let usage =
@@ -397,6 +484,7 @@ pub struct OllamaRelay {
     lines: LineSplitter,
     batch: Vec<Bytes>,
     rewrite: Option<String>,
+    hide_thinking: bool,
     done: bool,
     usage: Option<(u64, u64)>,
 }
@@ -407,9 +495,16 @@ impl OllamaRelay {
             lines: LineSplitter::new(MAX_LINE),
             batch: Vec::new(),
             rewrite,
+            hide_thinking: false,
             done: false,
             usage: None,
         }
+    }
+
+    /// Drops reasoning the client did not ask for (gpt-oss reasons even with `think: false`).
+    pub fn hiding_thinking(mut self, hide: bool) -> OllamaRelay {
+        self.hide_thinking = hide;
+        self
     }
 
     fn line(&mut self, line: &[u8], out: &mut BytesMut) -> Result<(), GatewayError> {
@@ -421,7 +516,8 @@ impl OllamaRelay {
         let peek: LinePeek = serde_json::from_slice(line).map_err(garbage)?;
         let is_error = peek.error.is_some();
         let is_done = peek.done == Some(true);
-        if !is_error && !is_done && self.rewrite.is_none() && !needs_escape(line) {
+        let thinks = self.hide_thinking && contains(line, b"\"thinking\"");
+        if !is_error && !is_done && !thinks && self.rewrite.is_none() && !needs_escape(line) {
             // The hot path: forward the bytes.
             out.extend_from_slice(line);
             out.extend_from_slice(b"\n");
@@ -436,6 +532,9 @@ impl OllamaRelay {
             self.done = true;
             self.usage = usage_of(&v);
         }
+        if thinks && !ollama::strip_thinking(&mut v) {
+            return Ok(());
+        }
         if let Some(model) = &self.rewrite {
             if v.get("model").is_some() {
                 v["model"] = Value::String(model.clone());
@@ -444,6 +543,10 @@ impl OllamaRelay {
         out.extend_from_slice(&ndjson_line(&v));
         Ok(())
     }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The fields of an Ollama stream line that decide how it is handled.

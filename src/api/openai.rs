@@ -1,4 +1,5 @@
-//! OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`.
+//! OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/responses`, `/v1/embeddings`,
+//! `/v1/models`.
 
 use actix_web::http::header::HeaderName;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -7,7 +8,7 @@ use crate::Gateway;
 use crate::api::chat::{self, Answer, ClientWriter};
 use crate::api::forward::Ctx;
 use crate::api::{self as api, dedup};
-use crate::dialect::{Dialect, anthropic, openai};
+use crate::dialect::{Dialect, anthropic, openai, responses};
 use crate::error::{DialectError, GatewayError};
 use crate::ir::ModelEntry;
 use crate::upstream::UpstreamClients;
@@ -15,6 +16,7 @@ use crate::upstream::UpstreamClients;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/chat/completions", web::post().to(chat_completions))
         .route("/v1/completions", web::post().to(completions))
+        .route("/v1/responses", web::post().to(create_response))
         .route("/v1/embeddings", web::post().to(embeddings))
         .route("/v1/models", web::get().to(models))
         .route("/v1/models/{id:.*}", web::get().to(model));
@@ -57,12 +59,14 @@ async fn completion_like(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let chat = if legacy {
         openai::decode_completion(&body)
     } else {
         openai::decode_chat(&body)
     }
     .map_err(err)?;
+    api::body::model_name(&chat.model).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = chat.model.clone();
     ctx.body = Some(body.clone());
@@ -76,6 +80,7 @@ async fn completion_like(
         chat.include_usage,
     );
     let (id2, model2) = (id.clone(), model.clone());
+    let reasoning = crate::routing::features::asks_thinking(chat.think);
     // Legacy completions always go through the canonical form.
     let raw = (!legacy).then(|| (body.clone(), "/v1/chat/completions"));
     let answer = Answer {
@@ -85,7 +90,7 @@ async fn completion_like(
             ClientWriter::OpenAi(if legacy {
                 openai::StreamWriter::completion(&id, created, &model, usage)
             } else {
-                openai::StreamWriter::new(&id, created, &model, usage)
+                openai::StreamWriter::new(&id, created, &model, usage).with_reasoning(reasoning)
             })
         }),
         whole: Box::new(move |resp| {
@@ -95,6 +100,37 @@ async fn completion_like(
                 openai::encode_response(resp, &model2, &id2, created)
             }
         }),
+    };
+    chat::serve_chat(&req, gw, &clients, ctx, chat, answer).await
+}
+
+/// The Responses API, always through the canonical form: no upstream kind is assumed to
+/// serve `/v1/responses` itself. Errors are in the OpenAI shape.
+async fn create_response(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    clients: web::Data<UpstreamClients>,
+) -> Result<HttpResponse, DialectError> {
+    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
+    let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
+        .await
+        .map_err(err)?;
+    let responses::Decoded { chat, echo } = responses::decode(&body, now()).map_err(err)?;
+    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
+    ctx.requested_model = chat.model.clone();
+    ctx.body = Some(body.clone());
+    let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
+        .await
+        .map_err(err)?;
+    let echo2 = echo.clone();
+    let answer = Answer {
+        dialect: Dialect::OpenAi,
+        raw: None,
+        writer: Box::new(move || {
+            ClientWriter::Responses(Box::new(responses::StreamWriter::new(echo.clone())))
+        }),
+        whole: Box::new(move |resp| responses::encode_response(resp, &echo2)),
     };
     chat::serve_chat(&req, gw, &clients, ctx, chat, answer).await
 }
@@ -109,7 +145,9 @@ async fn embeddings(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let embed = openai::decode_embeddings(&body).map_err(err)?;
+    api::body::model_name(&embed.model).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = embed.model.clone();
     ctx.body = Some(body.clone());
@@ -200,8 +238,21 @@ async fn model(
         .map_err(|e| e.in_dialect(dialect))?;
     let id = id.into_inner();
     let entries = model_entries(&gw).await;
-    let Some(entry) = entries.iter().find(|m| m.id == id) else {
-        return Err(GatewayError::unknown_model(&id).in_dialect(dialect));
+    // Listed names first; otherwise the name resolves as chat would resolve it (aliases,
+    // `:latest`, virtual models) and is answered under the name the client used.
+    let resolved;
+    let entry = match entries.iter().find(|m| m.id == id) {
+        Some(e) => e,
+        None if api::model_known(&gw, &id) => {
+            resolved = ModelEntry {
+                id: id.clone(),
+                created: 1_759_395_859,
+                owned_by: "corral".into(),
+                display_name: None,
+            };
+            &resolved
+        }
+        None => return Err(GatewayError::unknown_model(&id).in_dialect(dialect)),
     };
     let body = match dialect {
         Dialect::Anthropic => {

@@ -1096,11 +1096,11 @@ impl StreamWriter {
             StreamEvent::Done { stop, usage } => {
                 self.start(&mut out);
                 self.close(&mut out);
-                let input = if usage.input > 0 {
-                    usage.input
-                } else {
-                    self.input_estimate
-                };
+                // One count per message, as the API gives: `message_start` had to be sent
+                // before the upstream counted (Ollama counts at the end), so its figure
+                // stands, and it is the one count_tokens gives for the same request. The
+                // upstream's own count goes to the request log and the metrics.
+                let input = self.input_estimate;
                 out.push(wire::sse_event(
                     "message_delta",
                     &MessageDelta {
@@ -1529,7 +1529,7 @@ mod tests {
             StreamEvent::Done {
                 stop: StopReason::Stop,
                 usage: Usage {
-                    input: 0,
+                    input: 1377,
                     output: 21,
                     estimated: false,
                 },

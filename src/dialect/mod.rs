@@ -3,6 +3,7 @@
 pub mod anthropic;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 #[cfg(test)]
 mod stream_props;

@@ -39,6 +39,59 @@ pub fn needs_escape(line: &[u8]) -> bool {
             .any(|w| w[0] == 0xE2 && w[1] == 0x80 && (w[2] == 0xA8 || w[2] == 0xA9))
 }
 
+/// A native chat or generate body with `think` set to `false`: the model must not reason
+/// (not asked, or it cannot). When `think` is absent the field is put in front of the
+/// client's bytes, which stay as they are; otherwise the object is rewritten.
+pub fn with_think_off(body: &Bytes, had_think: bool) -> Result<Bytes, GatewayError> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    if let (false, Some(i)) = (had_think, start) {
+        if body[i] == b'{' {
+            let rest = &body[i + 1..];
+            let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+            let mut out = Vec::with_capacity(body.len() + 16);
+            out.extend_from_slice(b"{\"think\":false");
+            if !empty {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+            return Ok(Bytes::from(out));
+        }
+    }
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
+    match v.as_object_mut() {
+        Some(o) => {
+            o.insert("think".into(), Value::Bool(false));
+        }
+        None => return Err(GatewayError::bad_request("the body must be a JSON object")),
+    }
+    Ok(Bytes::from(v.to_string()))
+}
+
+/// Removes reasoning from one native answer or frame (chat `message.thinking`, generate
+/// `thinking`). Returns whether the frame still says anything; a frame that only carried
+/// reasoning says nothing and is dropped by the caller.
+pub fn strip_thinking(v: &mut Value) -> bool {
+    let said = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    let top = v
+        .as_object_mut()
+        .and_then(|o| o.remove("thinking"))
+        .is_some();
+    let nested = v
+        .get_mut("message")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove("thinking"))
+        .is_some();
+    if !(top || nested) || v.get("done").and_then(Value::as_bool) == Some(true) {
+        return true;
+    }
+    let calls = v
+        .pointer("/message/tool_calls")
+        .and_then(Value::as_array)
+        .is_some_and(|c| !c.is_empty());
+    said(v.get("response")) || said(v.pointer("/message/content")) || calls
+}
+
 /// Serializes any value as one escaped NDJSON line (see [`ndjson_line`]) without building a
 /// `serde_json::Value` first.
 pub fn ndjson_bytes<T: Serialize + ?Sized>(value: &T) -> Bytes {
@@ -481,14 +534,14 @@ fn encode_common(req: &ChatRequest, body: &mut Obj) {
         }
         None => {}
     }
-    if let Some(think) = req.think {
-        let v = match think {
-            Think::Off => Value::Bool(false),
-            Think::On | Think::Budget(_) => Value::Bool(true),
-            Think::Level(l) => l.as_str().into(),
-        };
-        body.insert("think".into(), v);
-    }
+    // Not asked is off: a model that thinks by default would otherwise spend its tokens and
+    // time on reasoning the client never sees. `false` is safe for any model.
+    let think = match req.think {
+        None | Some(Think::Off) => Value::Bool(false),
+        Some(Think::On | Think::Budget(_)) => Value::Bool(true),
+        Some(Think::Level(l)) => l.as_str().into(),
+    };
+    body.insert("think".into(), think);
     if let Some(k) = &req.keep_alive {
         body.insert("keep_alive".into(), k.clone());
     }
@@ -927,6 +980,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn think_off_keeps_the_client_bytes_when_it_can() {
+        let body = Bytes::from_static(br#" {"model":"qwen3:8b","messages":[]}"#);
+        let out = with_think_off(&body, false).unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"think":false,"model":"qwen3:8b","messages":[]}"#
+        );
+        let empty = with_think_off(&Bytes::from_static(b"{ }"), false).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&empty).unwrap(),
+            json!({"think": false})
+        );
+        let asked = Bytes::from_static(br#"{"model":"m","think":"high"}"#);
+        let out: Value = serde_json::from_slice(&with_think_off(&asked, true).unwrap()).unwrap();
+        assert_eq!(out, json!({"model": "m", "think": false}));
+        assert!(with_think_off(&Bytes::from_static(b"[1]"), false).is_err());
+    }
+
+    #[test]
+    fn stripped_thinking_frames_say_nothing() {
+        let mut thought = json!({"model": "m", "message": {"role": "assistant", "content": "", "thinking": "hmm"}, "done": false});
+        assert!(!strip_thinking(&mut thought));
+        assert!(thought["message"].get("thinking").is_none());
+        let mut both = json!({"model": "m", "response": "Hi", "thinking": "hmm", "done": false});
+        assert!(strip_thinking(&mut both));
+        assert!(both.get("thinking").is_none());
+        let mut done = json!({"model": "m", "message": {"role": "assistant", "content": "", "thinking": "x"}, "done": true});
+        assert!(strip_thinking(&mut done), "the final frame always goes out");
+        let mut plain =
+            json!({"model": "m", "message": {"role": "assistant", "content": ""}, "done": false});
+        assert!(
+            strip_thinking(&mut plain),
+            "frames without thinking are left alone"
+        );
+    }
+
+    #[test]
     fn escapes_line_separators() {
         let line = ndjson_line(&serde_json::json!({"c": "a\u{2028}b\u{2029}c\u{85}"}));
         assert_eq!(&line[..], b"{\"c\":\"a\\u2028b\\u2029c\\u0085\"}\n");
@@ -1167,7 +1257,7 @@ mod tests {
         req.think = None;
         req.tool_choice = Some(ToolChoice::None);
         let body = encode_chat(&req, "m");
-        assert!(body.get("think").is_none(), "think only when asked");
+        assert_eq!(body["think"], false, "no reasoning unless asked");
         assert!(body.get("tools").is_none());
     }
 

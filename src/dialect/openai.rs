@@ -1153,6 +1153,10 @@ pub fn encode_response(
         resp.text.as_str().into()
     };
     msg.insert("content".into(), content);
+    // Ollama's /v1 spelling; present only when the client asked (corral clears it otherwise).
+    if !resp.thinking.is_empty() {
+        msg.insert("reasoning".into(), resp.thinking.as_str().into());
+    }
     if !resp.tool_calls.is_empty() {
         let calls = resp
             .tool_calls

@@ -205,7 +205,28 @@ impl KeyPools {
         self.pick_at(pool, model, Instant::now())
     }
 
+    /// [`pick`](Self::pick) passing over keys this request already saw refused.
+    pub fn pick_avoiding(
+        &self,
+        pool: &str,
+        model: &str,
+        refused: &[KeyLease],
+    ) -> Result<KeyLease, GatewayError> {
+        let except: Vec<pool::KeyIdx> = refused.iter().map(|k| k.key_idx).collect();
+        self.pick_except_at(pool, model, &except, Instant::now())
+    }
+
     pub fn pick_at(&self, pool: &str, model: &str, now: Instant) -> Result<KeyLease, GatewayError> {
+        self.pick_except_at(pool, model, &[], now)
+    }
+
+    fn pick_except_at(
+        &self,
+        pool: &str,
+        model: &str,
+        except: &[pool::KeyIdx],
+        now: Instant,
+    ) -> Result<KeyLease, GatewayError> {
         let Some(&pool_idx) = self.inner.by_name.get(pool) else {
             return Err(GatewayError::new(
                 ErrorKind::NoCapacity,
@@ -214,7 +235,7 @@ impl KeyPools {
         };
         let entry = &self.inner.pools[pool_idx];
         let mut p = entry.pool.lock();
-        let result = p.pick(model, now);
+        let result = p.pick_except(model, now, except);
         set_gauges(entry, &p);
         drop(p);
         match result {

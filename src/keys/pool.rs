@@ -176,6 +176,7 @@ impl KeyPool {
             slot.category = category;
         }
         if slot.secret.as_ref() != secret {
+            crate::redact::register(secret);
             self.by_secret.remove(&slot.secret);
             slot.secret = Arc::from(secret);
             self.by_secret.insert(slot.secret.clone(), idx);
@@ -188,6 +189,7 @@ impl KeyPool {
     }
 
     fn insert(&mut self, id: &str, secret: &str, now: Instant) -> KeyIdx {
+        crate::redact::register(secret);
         let idx = self.slots.len() as KeyIdx;
         let secret: Arc<str> = Arc::from(secret);
         self.slots.push(Slot {
@@ -241,12 +243,21 @@ impl KeyPool {
 
     /// The active key with the least recent usage that may serve `model`; records the pick.
     pub fn pick(&mut self, model: &str, now: Instant) -> Result<Picked, PickError> {
+        self.pick_except(model, now, &[])
+    }
+
+    /// [`pick`](Self::pick) passing over the keys in `except` (refused earlier in the same
+    /// request).
+    pub fn pick_except(
+        &mut self,
+        model: &str,
+        now: Instant,
+        except: &[KeyIdx],
+    ) -> Result<Picked, PickError> {
         self.advance(now);
-        let found = self
-            .active
-            .iter()
-            .map(|r| r.3)
-            .find(|&idx| !self.slots[idx as usize].state.is_denied(model, now));
+        let found = self.active.iter().map(|r| r.3).find(|&idx| {
+            !except.contains(&idx) && !self.slots[idx as usize].state.is_denied(model, now)
+        });
         let Some(idx) = found else {
             return Err(self.why_none(model, now));
         };

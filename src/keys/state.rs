@@ -21,10 +21,10 @@ pub enum KeyOutcome {
         retry_after: Option<Duration>,
         body: String,
     },
-    /// 401 (or 403 that is not a per-model subscription denial).
+    /// 401 (or 403 that is not a per-model subscription denial): the only answer that
+    /// counts toward disabling a key. 5xx, 529 and timeouts say nothing about the key and
+    /// are the backend's health.
     AuthFailed,
-    /// 5xx from the upstream while using this key.
-    ServerError,
     /// 403 "this model requires a subscription": this key cannot serve `model`.
     ModelDenied {
         model: String,
@@ -158,7 +158,7 @@ pub struct KeyState {
     pub disabled: Option<DisableReason>,
     /// 429s in a row (without a success between); doubles the penalty each time.
     pub consecutive_429: u32,
-    /// Auth failures and 5xx in a row; reaching the pool's limit disables the key.
+    /// Refused credentials (401/403) in a row; reaching the pool's limit disables the key.
     pub consecutive_failures: u32,
     pub usage: UsageWindow,
     pub last_used: Option<Instant>,
@@ -209,7 +209,7 @@ impl KeyState {
                 };
                 self.penalize(now + length, now)
             }
-            KeyOutcome::AuthFailed | KeyOutcome::ServerError => {
+            KeyOutcome::AuthFailed => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 if self.consecutive_failures >= policy.disable_after_failures
                     && self.disabled.is_none()
@@ -458,17 +458,13 @@ mod tests {
         let now = Instant::now();
         let mut k = KeyState::default();
         assert_eq!(k.on_outcome(&KeyOutcome::AuthFailed, &p, now), Change::None);
-        assert_eq!(
-            k.on_outcome(&KeyOutcome::ServerError, &p, now),
-            Change::None
-        );
         k.on_outcome(&KeyOutcome::Ok { tokens: 1 }, &p, now);
         assert_eq!(k.consecutive_failures, 0, "a success breaks the run");
         k.on_outcome(&KeyOutcome::AuthFailed, &p, now);
         k.on_outcome(&KeyOutcome::AuthFailed, &p, now);
         assert_eq!(k.availability(now), Availability::Active);
         assert_eq!(
-            k.on_outcome(&KeyOutcome::ServerError, &p, now),
+            k.on_outcome(&KeyOutcome::AuthFailed, &p, now),
             Change::Disabled(DisableReason::Failures)
         );
         assert_eq!(

@@ -4,6 +4,7 @@ pub mod aliases;
 pub mod auto;
 pub mod catalog;
 pub mod classifier;
+pub mod features;
 pub mod memory;
 pub mod placer;
 pub mod select;

@@ -403,6 +403,19 @@ impl Placer {
         slot.fits(model, need).then_some(need)
     }
 
+    /// Whether some backend lists `model` (tag normalised), may pull it, or is assigned it:
+    /// what `place` would not call an unknown model.
+    pub fn knows(&self, model: &str) -> bool {
+        let Some(&m) = self.ids.get(normalize_model(model).as_ref()) else {
+            return false;
+        };
+        self.assignments.contains_key(&m)
+            || self
+                .slots
+                .iter()
+                .any(|s| s.serves(m).is_some() || s.spec.allow_pull)
+    }
+
     /// Picks a backend for `q.model` and reserves in-flight and memory on it.
     pub fn place(&mut self, q: Query<'_>, now: Instant) -> Result<Placement, PlaceError> {
         let model = *self

@@ -19,6 +19,10 @@
 //!   current limit wording; 403 is Ollama Cloud's "requires a subscription").
 //! - `[[tool_on_done]]`: the tool call rides on the `done:true` frame.
 //! - `[[two_tools]]`: two tool calls (to the first two tools), in separate frames.
+//! - `[[tool=NAME]]`: call the tool named NAME rather than the first (`[[tool=none]]`: answer in
+//!   text although tools are offered); `[[args={"k":"v"}]]`: the call's arguments, verbatim.
+//!   Agents that always offer tools (Claude Code, Codex) need these to get a plain answer or
+//!   to run one chosen command.
 //! - `[[unicode]]`: the output contains U+2028, U+2029 and U+0085.
 //! - `[[big_line]]`: one frame carries 5 MiB of content.
 //! - `[[garbage]]`: a line that is not JSON appears mid-stream.

@@ -31,6 +31,10 @@ pub struct Directives {
     pub error: Option<ForcedError>,
     pub tool_on_done: bool,
     pub two_tools: bool,
+    /// `[[tool=NAME]]`: call this tool instead of the first; `none` answers in text.
+    pub tool: Option<String>,
+    /// `[[args={...}]]`: the call's arguments instead of ones filled from the schema.
+    pub args: Option<Value>,
     pub unicode: bool,
     pub big_line: bool,
     pub garbage: bool,
@@ -59,6 +63,12 @@ impl Directives {
                 "hang_mid" => d.hang_mid = true,
                 "tool_on_done" => d.tool_on_done = true,
                 "two_tools" => d.two_tools = true,
+                "tool" => d.tool = value.filter(|v| !v.is_empty()).map(str::to_string),
+                "args" => {
+                    d.args = value
+                        .and_then(|v| serde_json::from_str::<Value>(v).ok())
+                        .filter(Value::is_object)
+                }
                 "unicode" => d.unicode = true,
                 "big_line" => d.big_line = true,
                 "garbage" => d.garbage = true,
@@ -123,6 +133,23 @@ impl GenRequest {
 
     fn wants_tool_call(&self) -> bool {
         !self.tools.is_empty() && self.turns.last().is_none_or(|t| t.role != "tool")
+    }
+
+    /// The tool the model calls now, if any: the one `[[tool=NAME]]` names (`none`: no call;
+    /// a name not offered: the first), else the first.
+    fn tool_to_call(&self, directives: &Directives) -> Option<&Value> {
+        if !self.wants_tool_call() {
+            return None;
+        }
+        match directives.tool.as_deref() {
+            Some("none") => None,
+            Some(name) => self
+                .tools
+                .iter()
+                .find(|t| tool_name(t) == Some(name))
+                .or(self.tools.first()),
+            None => self.tools.first(),
+        }
     }
 
     pub fn prompt_tokens(&self) -> u64 {
@@ -278,8 +305,12 @@ pub fn plan(
     let mut done_calls = Vec::new();
     let mut done_reason = "stop";
     let mut eval_count = pieces.len() as u64;
-    if req.wants_tool_call() {
-        let mut calls = vec![tool_call(&req.tools[0], 0)];
+    if let Some(tool) = req.tool_to_call(directives) {
+        let mut first = tool_call(tool, 0);
+        if let Some(args) = &directives.args {
+            first.arguments = args.clone();
+        }
+        let mut calls = vec![first];
         if directives.two_tools {
             calls.push(tool_call(req.tools.get(1).unwrap_or(&req.tools[0]), 1));
         }
@@ -386,6 +417,11 @@ fn seed(bytes: &[u8]) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_le_bytes(first)
+}
+
+/// The name of a tool definition in any dialect's shape.
+fn tool_name(tool: &Value) -> Option<&str> {
+    tool.get("function").unwrap_or(tool).get("name")?.as_str()
 }
 
 /// A tool call to `tool` (`{name, parameters}` or OpenAI's `{type, function:{...}}`).
@@ -566,6 +602,35 @@ mod tests {
         });
         let p = plan(&r, &Directives::default(), false, 20, 0, false);
         assert!(!p.has_tool_calls());
+    }
+
+    #[test]
+    fn directives_pick_the_tool_and_its_arguments() {
+        let tools = vec![
+            json!({"name": "Agent", "input_schema": {"type": "object"}}),
+            json!({"name": "Bash", "input_schema": {"type": "object",
+                   "properties": {"command": {"type": "string"}}, "required": ["command"]}}),
+        ];
+        let run = |text: &str| {
+            let mut r = req(text);
+            r.tools = tools.clone();
+            plan(&r, &Directives::parse(text), false, 20, 0, false)
+        };
+        let p = run(r#"list [[tool=Bash]] [[args={"command":"echo hi"}]]"#);
+        let calls = p.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].name, "Bash");
+        assert_eq!(calls[0].arguments, json!({"command": "echo hi"}));
+        assert_eq!(
+            run("x [[tool=Bash]]").calls()[0].arguments,
+            json!({"command": "example"})
+        );
+        assert_eq!(run("x [[tool=Nope]]").calls()[0].name, "Agent");
+        let p = run("say hello [[tool=none]]");
+        assert!(!p.has_tool_calls());
+        assert!(!p.text().is_empty());
+        // Arguments that are not a JSON object are ignored.
+        assert_eq!(Directives::parse("[[args=[1]]] [[args=nope]]").args, None);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct RequestRecord {
     pub body: Option<Bytes>,
     /// Answered from another request's upstream call (duplicate suppression).
     pub shared: bool,
+    /// The client's own `x-request-id` (printable ASCII, capped); never the key.
+    pub client_request_id: Option<String>,
 }
 
 impl RequestRecord {
@@ -143,6 +145,7 @@ pub struct LogRow {
     pub category: Option<String>,
     pub body: Option<Vec<u8>>,
     pub shared: bool,
+    pub client_request_id: Option<String>,
 }
 
 impl LogRow {
@@ -173,6 +176,7 @@ impl LogRow {
             category: r.category,
             body,
             shared: r.shared,
+            client_request_id: r.client_request_id,
         }
     }
 
@@ -489,6 +493,7 @@ pub struct LogEntry {
     pub category: Option<String>,
     pub has_body: bool,
     pub shared: bool,
+    pub client_request_id: Option<String>,
 }
 
 impl LogEntry {
@@ -513,6 +518,7 @@ impl LogEntry {
             "category": self.category,
             "has_body": self.has_body,
             "shared": self.shared,
+            "client_request_id": self.client_request_id,
         })
     }
 }
@@ -539,6 +545,7 @@ macro_rules! entry_columns {
             request_logs::category,
             request_logs::body.is_not_null(),
             request_logs::shared,
+            request_logs::client_request_id,
         )
     };
 }

@@ -12,6 +12,8 @@ diesel::table! {
         failures -> Integer,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        disabled_reason -> Nullable<Text>,
+        disabled_at -> Nullable<Timestamp>,
     }
 }
 
@@ -36,6 +38,7 @@ diesel::table! {
         category -> Nullable<Text>,
         body -> Nullable<Binary>,
         shared -> Bool,
+        client_request_id -> Nullable<Text>,
     }
 }
 

@@ -343,8 +343,11 @@ fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
 }
 
 /// Maps an upstream error status and body to a failover decision (PROTOCOLS.md §1.7).
+/// The upstream's text is scrubbed of every secret here, the one place it enters corral;
+/// a refused credential (401/403) is not quoted at all: providers echo the key they saw.
 pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -> Failure {
     let message = upstream_message(body).unwrap_or_else(|| status.to_string());
+    let message = crate::error::capped(crate::redact::scrub_owned(message));
     let lower = message.to_ascii_lowercase();
     let code = status.as_u16();
     let reason = match code {
@@ -362,10 +365,13 @@ pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -
     } else {
         ErrorKind::BadRequest
     };
-    let shown = if retryable {
-        format!("backend {}: {message}", backend.name)
-    } else {
-        message.clone()
+    let shown = match code {
+        401 | 403 => format!(
+            "backend {} refused corral's credentials ({status})",
+            backend.name
+        ),
+        _ if !retryable => message.clone(),
+        _ => format!("backend {}: {message}", backend.name),
     };
     let error = from_upstream(kind, shown)
         .with_retryable(retryable)

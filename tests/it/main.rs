@@ -3,6 +3,7 @@ mod cluster;
 mod dedup;
 mod keys_cli;
 mod proxy;
+mod security;
 mod sim;
 mod store;
 mod support;

@@ -574,6 +574,8 @@ fn api_keys_table_matches_schema(env: Env) {
                 i32,
                 chrono::NaiveDateTime,
                 chrono::NaiveDateTime,
+                Option<String>,
+                Option<chrono::NaiveDateTime>,
             )>(c)?)
         })
         .unwrap();

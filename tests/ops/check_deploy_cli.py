@@ -38,9 +38,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import kustomize_lite  # noqa: E402
-from stack import ROOT, Checks, corral_bin, free_port, wait_http  # noqa: E402
+from harness import ROOT, Checks, corral_bin, free_port, wait_http  # noqa: E402
 
 CONTAINER_CONFIG = "/etc/corral/corral.toml"
 

@@ -6,7 +6,9 @@ key pool), one `corral serve` with request bodies stored, an admin (CLI) and thr
 API), then sends bounded mixed client traffic (Ollama /api/chat streamed, /api/generate, OpenAI
 /v1/chat/completions with `model: "auto"` and a cloud model, Anthropic /v1/messages through an
 alias, and a few unknown-model 404s) before and while the browser test runs, so the screenshots
-show live numbers.
+show live numbers. Before the browser starts, cloud requests spend a key's budget until the pool
+shows a penalized key (penalty 10 minutes), so the key pools section has a countdown to check.
+This is the only dashboard test: it runs against the real gateway, never a stand-in.
 
     CORRAL_BIN=target/debug/corral SCREENSHOT_DIR=docs/screenshots OPS_WARMUP_SECONDS=120 \
         .venv/bin/python tests/ops/dashboard_real.py
@@ -27,63 +29,43 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import (PROMPTS, ROOT, Stack, Traffic, anthropic_messages, corral_bin, ollama_chat,  # noqa: E402
-                   ollama_generate, openai_chat)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import (PROMPTS, ROOT, Group, Sim, Traffic, anthropic_messages, corral_bin, ollama_chat,  # noqa: E402
+                     ollama_generate, openai_chat)
 
 OPS = Path(__file__).resolve().parent
 CLOUD_KEYS = ["sk-ops-cloud-0001-alpha", "sk-ops-cloud-0002-bravo", "sk-ops-cloud-0003-charlie"]
+# Long enough that a key penalized before the browser starts is still in the penalty box when
+# the browser test looks at the key pools (their countdown must tick).
+PENALTY = "10m"
 
 
-def build(stack: Stack):
-    big = stack.sim("gpu-big", "48GiB", None, "--latency-ms", "120", "--token-ms", "35", "--load-ms", "900")
-    small = stack.sim("gpu-small", "16GiB", ["llama3.1:8b", "qwen3:8b", "qwen2.5-coder:7b"],
-                      "--latency-ms", "80", "--token-ms", "50", "--load-ms", "600")
-    cloud_args = ["--latency-ms", "150", "--token-ms", "20", "--key-budget", "8", "--budget-window", "45s"]
-    for k in CLOUD_KEYS:
-        cloud_args += ["--require-key", k]
-    cloud = stack.sim("cloud", "512GiB", ["gpt-oss:120b-cloud=65GiB"], *cloud_args)
-    keys = stack.dir / "apikeys.txt"
+def build(g: Group):
+    big = g.sim("gpu-big", vram="48GiB", extra=["--latency-ms", "120", "--token-ms", "35", "--load-ms", "900"])
+    small = g.sim("gpu-small", vram="16GiB", models=["llama3.1:8b", "qwen3:8b", "qwen2.5-coder:7b"],
+                  extra=["--latency-ms", "80", "--token-ms", "50", "--load-ms", "600"])
+    cloud = g.sim("cloud", vram="512GiB", models=["gpt-oss:120b-cloud=65GiB"], require_keys=CLOUD_KEYS,
+                  key_budget=8, budget_window="45s", extra=["--latency-ms", "150", "--token-ms", "20"])
+    keys = g.workdir / "apikeys.txt"
     keys.write_text("\n".join(CLOUD_KEYS) + "\n")
-    gw = stack.gateway("corral", f"""
-[database]
-url = "sqlite://{stack.dir}/corral.db"
-
+    gw = g.gateway(
+        [big, small, ("ollama-cloud", cloud.url)], name="corral", env={"RUST_LOG": "warn"},
+        backend_extra={
+            "gpu-big": {"priority": 1, "max_memory": "48GiB", "poll_interval": "1s"},
+            "gpu-small": {"priority": 1, "max_memory": "16GiB", "poll_interval": "1s"},
+            "ollama-cloud": {"priority": 2, "key_pool": "cloud", "poll_interval": "1s"},
+        },
+        key_pools=[{"name": "cloud", "keys_file": str(keys), "penalty": PENALTY, "usage_limit_penalty": PENALTY}],
+        extra_toml="""
 [logging]
 store_bodies = true
 
-[[backends]]
-name = "gpu-big"
-url = "{big.url}"
-priority = 1
-max_memory = "48GiB"
-poll_interval = "1s"
-
-[[backends]]
-name = "gpu-small"
-url = "{small.url}"
-priority = 1
-max_memory = "16GiB"
-poll_interval = "1s"
-
-[[backends]]
-name = "ollama-cloud"
-url = "{cloud.url}"
-priority = 2
-key_pool = "cloud"
-poll_interval = "1s"
-
-[[key_pools]]
-name = "cloud"
-keys_file = "{keys}"
-penalty = "20s"
-
 [routing]
 default_model = "llama3.1:8b"
-aliases = {{ "claude-*" = "qwen3:8b", "gpt-4o" = "llama3.1:70b" }}
-fallbacks = {{ "llama3.1:70b" = ["llama3.1:8b"] }}
+aliases = { "claude-*" = "qwen3:8b", "gpt-4o" = "llama3.1:70b" }
+fallbacks = { "llama3.1:70b" = ["llama3.1:8b"] }
 """)
-    admin = gw.create_user("admin", admin=True)
+    admin = gw.admin_token
     users = {}
     for name in ("alice", "bob", "ci-bot"):
         r = httpx.post(f"{gw.url}/admin/api/users", json={"name": name}, headers={"Authorization": f"Bearer {admin}"},
@@ -99,6 +81,21 @@ fallbacks = {{ "llama3.1:70b" = ["llama3.1:8b"] }}
             break
         time.sleep(0.2)
     return gw, admin, users
+
+
+def penalize_a_key(gw, admin: str, token: str) -> str:
+    """Sends cloud requests (at most 40) until the key pool shows a penalized key, so the
+    browser test always sees a penalty countdown. Returns the pool's counts."""
+    h = {"Authorization": f"Bearer {admin}"}
+    counts = {}
+    with httpx.Client(timeout=30) as c:
+        for i in range(40):
+            pools = c.get(f"{gw.url}/admin/api/keys", headers=h).json().get("pools", [])
+            counts = {k: p.get(k) for p in pools for k in ("active", "penalized", "disabled")}
+            if counts.get("penalized"):
+                break
+            openai_chat(c, gw.url, token, "gpt-oss:120b-cloud", f"spend the cloud budget {i}")
+    return str(counts)
 
 
 def fresh_token_delay(gw, admin: str) -> float:
@@ -139,17 +136,14 @@ def main() -> int:
         print("dashboard_real: no corral binary (set CORRAL_BIN or cargo build --bin corral)")
         return 2
     warmup = float(os.environ.get("OPS_WARMUP_SECONDS", "8"))
-    with tempfile.TemporaryDirectory(prefix="corral-dash-real-") as d, Stack(Path(d), binary) as stack:
+    with tempfile.TemporaryDirectory(prefix="corral-dash-real-") as d, Group(Path(d)) as g:
         try:
-            gw, admin, users = build(stack)
+            gw, admin, users = build(g)
         except Exception as e:  # noqa: BLE001
-            return stack.start_failed("dashboard_real", e)
+            return g.start_failed("dashboard_real", e)
         print(f"dashboard_real: corral at {gw.url} (pid {gw.proc.pid}), sims "
-              + ", ".join(f"{s.name}:{s.port}" for s in stack.sims.values()))
-        keys_api = httpx.get(f"{gw.url}/admin/api/keys", headers={"Authorization": f"Bearer {admin}"}, timeout=5)
-        if keys_api.status_code != 200:
-            print(f"dashboard_real: NOTE GET /admin/api/keys answers {keys_api.status_code}: "
-                  "the dashboard hides its key pools section")
+              + ", ".join(f"{s.name}:{s.port}" for s in g.items if isinstance(s, Sim)))
+        print(f"dashboard_real: key pool after spending the cloud budget: {penalize_a_key(gw, admin, users['alice'])}")
         delay = fresh_token_delay(gw, admin)
         if delay > 0.1:
             print(f"dashboard_real: NOTE a token fresh from POST /admin/api/users was refused (401) for {delay:.2f} s")
@@ -158,7 +152,7 @@ def main() -> int:
                           max_seconds=warmup + 600).start()
         time.sleep(warmup)
         print(f"dashboard_real: {traffic.sent} requests of warm-up traffic, statuses {traffic.statuses}")
-        env = {**os.environ, "CORRAL_URL": gw.url, "CORRAL_ADMIN_TOKEN": admin}
+        env = {**os.environ, "CORRAL_URL": gw.url, "CORRAL_ADMIN_TOKEN": admin, "DASHBOARD_EXPECT_PENALTY": "1"}
         env.setdefault("SCREENSHOT_DIR", str(ROOT / "target" / "screenshots" / "real"))
         try:
             rc = subprocess.run(["node", str(OPS / "dashboard_test.mjs")], env=env, timeout=420).returncode
@@ -174,7 +168,7 @@ def main() -> int:
                 pass
         traffic.stop()
         print(f"dashboard_real: {traffic.sent} requests sent in all, statuses {traffic.statuses}")
-        if gw.proc.popen.poll() is not None:
+        if not gw.replica.alive():
             print(f"dashboard_real: corral exited during the test:\n{gw.proc.tail()}")
             rc = rc or 1
     return rc

@@ -1,10 +1,11 @@
 // Drives corral's built-in dashboard in headless Debian Chromium (playwright-core, no bundled
-// browser) against a running corral or tests/ops/mock_admin.py.
+// browser) against a running corral (tests/ops/dashboard_real.py starts one under traffic).
 //
 //   CORRAL_URL=http://127.0.0.1:8080 CORRAL_ADMIN_TOKEN=crl_... node tests/ops/dashboard_test.mjs
 //
 // Optional: CORRAL_TEST_MODEL (model for the generated traffic; default: first of /v1/models),
-// SCREENSHOT_DIR (default docs/screenshots), CHROMIUM_PATH (default /usr/bin/chromium).
+// SCREENSHOT_DIR (default docs/screenshots), CHROMIUM_PATH (default /usr/bin/chromium),
+// DASHBOARD_EXPECT_PENALTY=1 (a key pool must show a penalized key with a ticking countdown).
 // Prints one line per check and `dashboard: N passed, M failed`; exits 1 on any failure.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -21,6 +22,7 @@ const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', 
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const TOKEN_RE = /^crl_[A-Za-z0-9_-]{43}$/;
 const STAMP = Date.now().toString(36);
+const EXPECT_PENALTY = process.env.DASHBOARD_EXPECT_PENALTY === '1';
 
 if (!BASE || !ADMIN) {
   console.error('set CORRAL_URL and CORRAL_ADMIN_TOKEN');
@@ -78,7 +80,6 @@ async function makeTraffic(n) {
   if (created.status === 400 || created.status === 409) {
     created = await http(`/admin/api/users/${name}/rotate`, { token: ADMIN, method: 'POST' });
   }
-  // The gateway answers 201 Created; the mock 200.
   assert([200, 201].includes(created.status) && created.json && created.json.token,
     `creating ${name}: HTTP ${created.status} ${created.text.slice(0, 200)}`);
   const token = created.json.token;
@@ -212,10 +213,16 @@ async function main() {
     });
 
     await check('keys: pools show states and a live penalty countdown, or the section is hidden', async () => {
-      if (await page.isHidden('#keys')) return 'hidden: this corral has no /admin/api/keys';
+      if (await page.isHidden('#keys')) {
+        assert(!EXPECT_PENALTY, 'key pools section hidden');
+        return 'hidden: this corral has no /admin/api/keys';
+      }
       await page.waitForSelector('#pool-list .pool', { timeout: 5000 });
       const countdowns = page.locator('#pool-list .countdown');
-      if (await countdowns.count() === 0) return 'no key in the penalty box';
+      if (await countdowns.count() === 0) {
+        assert(!EXPECT_PENALTY, 'no penalty countdown although a key is penalized');
+        return 'no key in the penalty box';
+      }
       const first = await countdowns.first().textContent();
       await page.waitForTimeout(2100);
       const second = await countdowns.first().textContent();
@@ -223,6 +230,20 @@ async function main() {
       assert(first !== second || /ending/.test(second), 'countdown does not move');
       await page.locator('#keys').screenshot({ path: join(SHOTS, 'keys.png') });
       return `${first} -> ${second}`;
+    });
+
+    await check('keys-absent: a corral without the key pools API (404) gets no key pools section', async () => {
+      // Older gateways answer 404 there; the browser plays one, the rest stays real.
+      await page.route('**/admin/api/keys', (route) => route.fulfill({
+        status: 404, contentType: 'application/json',
+        body: JSON.stringify({ error: { message: 'not found', type: 'not_found_error', code: null } }),
+      }));
+      try {
+        await page.waitForSelector('#keys', { state: 'hidden', timeout: 6000 });
+        assert(await page.isVisible('#backend-list article.card'), 'the other sections went away too');
+      } finally {
+        await page.unroute('**/admin/api/keys');
+      }
     });
 
     await check('users: create shows the token once; deactivate, activate and rotate work', async () => {

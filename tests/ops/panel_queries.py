@@ -9,10 +9,10 @@ Grafana variables are substituted the way Grafana would with defaults: `$__rate_
 1m, `$__interval` -> 15s, `$__range` -> 1h, multi-value template variables ($model, $backend)
 -> `.*`, `${datasource}` left alone (it is not part of the query).
 
-`--check` also asserts that every metric a query reads is one of DESIGN.md §1's names (read
-from ../shared/DESIGN.md when present, else the list below, which mirrors it), and, when
-promtool is on PATH, that every query parses (by feeding them to `promtool check rules` as
-recording rules). Standard library only.
+`--check` also asserts that every metric a query reads is one of the names in the "Metrics"
+section of docs/OPERATIONS.md (the contract), that this list is exactly the set of names
+src/metrics.rs registers, and, when promtool is on PATH, that every query parses (by feeding
+them to `promtool check rules` as recording rules). Standard library only.
 """
 
 from __future__ import annotations
@@ -31,26 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "corral.json"
-DESIGN_CANDIDATES = [ROOT.parent / "shared" / "DESIGN.md", ROOT / "shared" / "DESIGN.md", Path("/work/shared/DESIGN.md")]
-
-# DESIGN.md §1 "Metric names", used when DESIGN.md is not beside the repo.
-DESIGN_METRICS = {
-    "corral_requests_total": "counter",
-    "corral_request_duration_seconds": "histogram",
-    "corral_time_to_first_byte_seconds": "histogram",
-    "corral_tokens_total": "counter",
-    "corral_inflight_requests": "gauge",
-    "corral_backend_up": "gauge",
-    "corral_backend_memory_bytes": "gauge",
-    "corral_key_state": "gauge",
-    "corral_upstream_errors_total": "counter",
-    "corral_failovers_total": "counter",
-    "corral_upstream_resends_total": "counter",
-    "corral_rate_limited_total": "counter",
-    "corral_log_queue_depth": "gauge",
-    "corral_log_dropped_total": "counter",
-    "corral_redis_up": "gauge",
-}
+OPERATIONS = ROOT / "docs" / "OPERATIONS.md"
+METRICS_RS = ROOT / "src" / "metrics.rs"
 
 SUBSTITUTIONS = [
     (r"\$__rate_interval\b|\$\{__rate_interval\}", "1m"),
@@ -63,15 +45,15 @@ KNOWN_PANEL_TYPES = {"row", "timeseries", "stat", "gauge", "bargauge", "table", 
                      "heatmap", "piechart"}
 
 
-def design_metrics() -> set[str]:
-    for path in DESIGN_CANDIDATES:
-        if path.is_file():
-            text = path.read_text()
-            m = re.search(r"### Metric names.*?\n(.*?)(\n## |\n### )", text, re.S)
-            names = set(re.findall(r"`(corral_[a-z_]+)", m.group(1) if m else text))
-            if names:
-                return names
-    return set(DESIGN_METRICS)
+def documented_metrics() -> set[str]:
+    """The metric names of the table in docs/OPERATIONS.md's "Metrics" section."""
+    m = re.search(r"^## Metrics\n(.*?)(?=^## )", OPERATIONS.read_text(), re.S | re.M)
+    return set(re.findall(r"^\| `(corral_[a-z_]+)`", m.group(1), re.M)) if m else set()
+
+
+def registered_metrics() -> set[str]:
+    """The metric names src/metrics.rs registers (its string literals)."""
+    return set(re.findall(r'"(corral_[a-z_]+)"', METRICS_RS.read_text()))
 
 
 def substitute(expr: str, variables: list[str]) -> str:
@@ -187,12 +169,19 @@ def check(dash: dict, use_promtool: bool = True) -> list[str]:
             for used in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", t.get("expr", "")):
                 if used not in variables:
                     problems.append(f"{where} {t.get('refId')}: unknown variable ${used}")
-    known = design_metrics()
+    known = documented_metrics()
+    if not known:
+        problems.append(f"{OPERATIONS.relative_to(ROOT)}: no metric table in a '## Metrics' section")
+    registered = registered_metrics()
+    for name in sorted(known - registered):
+        problems.append(f"metric {name!r} is documented but src/metrics.rs does not register it")
+    for name in sorted(registered - known):
+        problems.append(f"metric {name!r} is registered in src/metrics.rs but not documented")
     for q in queries(dash):
         expr = re.sub(r"^label_values\((.*?)(,[^,()]*)?\)$", r"\1", q["expr"].strip())
         for name in metrics_in(expr):
             if base_metric(name, known) not in known:
-                problems.append(f"{q['panel']} {q['refId']}: metric {name!r} is not in DESIGN.md §1")
+                problems.append(f"{q['panel']} {q['refId']}: metric {name!r} is not one of the documented metrics")
     if use_promtool and shutil.which("promtool"):
         problems += promtool_syntax([q for q in queries(dash) if not q["expr"].startswith("label_values")])
     return problems

@@ -5,7 +5,13 @@ Starts redis-server, three `corral sim` backends (gpu-a and gpu-b serving the sa
 key-protected "cloud" server with a small per-key budget behind a key pool), two `corral serve`
 replicas sharing one SQLite file and the Redis, and Debian's Prometheus (scrape interval 1 s,
 config generated, TSDB in a temp dir, the shipped alert rules loaded). Then drives bounded mixed
-traffic through both replicas:
+traffic through both replicas, in three steps:
+
+1. idle (no request yet): the Requests / s and Error ratio stats read 0, not "No data";
+2. healthy (a few successful requests in each dialect, no error): the error ratio, upstream
+   errors, failovers, rate limiting and dropped log rows panels read 0 (each at least one
+   series, every value 0; the stats exactly one series);
+3. mixed, with errors:
 
 - Ollama /api/chat streamed and not, /api/generate; OpenAI /v1/chat/completions streamed and
   not, with `model: "auto"` too; Anthropic /v1/messages streamed and not (through an alias);
@@ -13,7 +19,8 @@ traffic through both replicas:
 - a failover: `POST /_sim/control {"fail_rate": 1.0}` on gpu-a while requests keep coming;
 - the key pool running into the cloud sim's per-key budget (429s: penalized keys,
   corral_rate_limited_total{scope="key"});
-- a user with rpm = 2 going over it (corral_rate_limited_total{scope="user"}).
+- a user with rpm = 2 going over it (corral_rate_limited_total{scope="user"});
+  afterwards the error ratio must read above 0.
 
 After a few more scrapes it runs every panel query of grafana/dashboards/corral.json (through
 tests/ops/panel_queries.py, Grafana's variables substituted) with /api/v1/query, the template
@@ -39,10 +46,10 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import panel_queries  # noqa: E402
-from stack import (PROMPTS, ROOT, Checks, Stack, Traffic, anthropic_messages, corral_bin, ollama_chat,  # noqa: E402
-                   ollama_generate, openai_chat)
+from harness import (PROMPTS, ROOT, Checks, Group, Traffic, anthropic_messages, corral_bin, ollama_chat,  # noqa: E402
+                     ollama_generate, openai_chat)
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "corral.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -51,48 +58,43 @@ TRAFFIC_SECONDS = 14.0   # the mixed background traffic runs this long (bounded 
 # Scripted phases are paced over several 1 s scrapes: a counter series is born with its first
 # increment, so increments that all land before its first scrape never show in rate().
 PACE = 0.35
+# Panels that must read 0, not "No data", before any request, and while the fleet is healthy.
+ZERO_WHEN_IDLE = ("Requests / s", "Error ratio (5xx)")
+ZERO_WHEN_HEALTHY = ("Error ratio (5xx)", "Upstream errors / s", "Failovers / s by reason",
+                     "Rate limited / s by scope", "Log rows dropped (range)", "Log rows dropped / s")
+SINGLE_SERIES = ("Requests / s", "Error ratio (5xx)")  # stats: one number, no stray `{}` series
 
 
-def config(stack: Stack, sims: dict, keys: Path, redis_url: str) -> str:
-    a, b, cloud = sims["gpu-a"], sims["gpu-b"], sims["cloud"]
-    return f"""
-[database]
-url = "sqlite://{stack.dir}/corral.db"
-
-[redis]
-url = "{redis_url}"
-
-[[backends]]
-name = "gpu-a"
-url = "{a.url}"
-priority = 1
-max_memory = "24GiB"
-poll_interval = "500ms"
-
-[[backends]]
-name = "gpu-b"
-url = "{b.url}"
-priority = 1
-max_memory = "24GiB"
-poll_interval = "500ms"
-
-[[backends]]
-name = "ollama-cloud"
-url = "{cloud.url}"
-priority = 2
-key_pool = "cloud"
-poll_interval = "500ms"
-
-[[key_pools]]
-name = "cloud"
-keys_file = "{keys}"
-penalty = "30s"
-
+def start_stack(g: Group):
+    """Redis, the three sims, two replicas sharing one SQLite file and the Redis, Prometheus."""
+    redis = g.redis()
+    fast = ["--token-ms", "5", "--latency-ms", "20"]
+    sims = {
+        "gpu-a": g.sim("gpu-a", vram="24GiB", extra=fast),
+        "gpu-b": g.sim("gpu-b", vram="24GiB", extra=fast),
+        "cloud": g.sim("cloud", vram="512GiB", models=["gpt-oss:120b-cloud=65GiB"], require_keys=CLOUD_KEYS,
+                       key_budget=3, budget_window="120s"),
+    }
+    keys = g.workdir / "apikeys.txt"
+    keys.write_text("\n".join(CLOUD_KEYS) + "\n")
+    cluster = g.cluster(
+        [sims["gpu-a"], sims["gpu-b"], ("ollama-cloud", sims["cloud"].url)], replicas=2, redis=redis,
+        name="replica", env={"RUST_LOG": "warn"}, shutdown_grace="3s",
+        backend_extra={
+            "gpu-a": {"max_memory": "24GiB"},
+            "gpu-b": {"max_memory": "24GiB"},
+            "ollama-cloud": {"priority": 2, "key_pool": "cloud"},
+        },
+        key_pools=[{"name": "cloud", "keys_file": str(keys), "penalty": "30s"}],
+        extra_toml="""
 [routing]
 default_model = "llama3.1:8b"
-aliases = {{ "claude-*" = "qwen3:8b" }}
+aliases = { "claude-*" = "qwen3:8b" }
 max_attempts = 3
-"""
+""")
+    users = {"alice": cluster.create_user("alice"), "limited": cluster.create_user("limited", rpm=2)}
+    prom = g.prometheus([f"127.0.0.1:{r.port}" for r in cluster.replicas], rule_files=[ALERTS])
+    return redis, sims, cluster, users, prom.url
 
 
 def prom_get(prom: str, path: str, **params) -> dict:
@@ -116,6 +118,36 @@ def scalar_sum(prom: str, expr: str) -> float:
 def finite(series: list[dict]) -> list[float]:
     vals = [float(s["value"][1]) for s in series]
     return [v for v in vals if math.isfinite(v)]
+
+
+def panel_exprs(dash: dict, title: str) -> list[dict]:
+    return [q for q in panel_queries.queries(dash) if q["panel"] == title]
+
+
+def check_zero(prom: str, dash: dict, titles, when: str, check: Checks) -> None:
+    """Each panel in `titles` has at least one series and every value is 0."""
+    for title in titles:
+        qs = panel_exprs(dash, title)
+        check(bool(qs), f"{when}: the dashboard has a panel {title!r}")
+        for q in qs:
+            vals = [float(s["value"][1]) for s in instant(prom, q["expr"])]
+            ok = bool(vals) and all(v == 0 for v in vals)
+            if title in SINGLE_SERIES:
+                ok = ok and len(vals) == 1
+            check(ok, f"{when}: panel {title} [{q['refId']}] reads 0",
+                  f"{len(vals)} series {vals[:6]}" + ("" if vals else ' ("No data" in Grafana)'))
+
+
+def healthy_traffic(gws, token: str) -> dict:
+    """12 successful requests, the three dialects over both replicas, paced over a few scrapes."""
+    statuses: dict = {}
+    calls = [ollama_chat, openai_chat, anthropic_messages]
+    with httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0)) as c:
+        for i in range(12):
+            status = calls[i % 3](c, gws[i % 2].url, token, "llama3.1:8b", f"healthy {i}")
+            statuses[status] = statuses.get(status, 0) + 1
+            time.sleep(PACE)
+    return statuses
 
 
 def drive_traffic(gws, users, sims) -> dict:
@@ -178,37 +210,31 @@ def run() -> int:
         return 2
     check = Checks()
     t_start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="corral-prom-") as d, Stack(Path(d), binary) as stack:
+    with tempfile.TemporaryDirectory(prefix="corral-prom-") as d, Group(Path(d)) as g:
         try:
-            redis_url = stack.redis()
-            sims = {
-                "gpu-a": stack.sim("gpu-a", "24GiB", None, "--token-ms", "5", "--latency-ms", "20"),
-                "gpu-b": stack.sim("gpu-b", "24GiB", None, "--token-ms", "5", "--latency-ms", "20"),
-                "cloud": stack.sim("cloud", "512GiB", ["gpt-oss:120b-cloud=65GiB"], "--key-budget", "3",
-                                   "--budget-window", "120s", *sum((["--require-key", k] for k in CLOUD_KEYS), [])),
-            }
-            keys = stack.dir / "apikeys.txt"
-            keys.write_text("\n".join(CLOUD_KEYS) + "\n")
-            body = config(stack, sims, keys, redis_url)
-            gws = [stack.gateway("replica-1", body), stack.gateway("replica-2", body)]
-            users = {"alice": gws[0].create_user("alice"), "limited": gws[0].create_user("limited", rpm=2)}
-            gws[0].create_user("admin", admin=True)
-            prom = stack.prometheus([f"127.0.0.1:{g.port}" for g in gws], rule_files=[ALERTS])
+            redis, sims, cluster, users, prom = start_stack(g)
         except Exception as e:  # noqa: BLE001
-            return stack.start_failed("prom_test", e)
-        print(f"prom_test: prometheus {prom}, replicas {', '.join(g.url for g in gws)}, redis {redis_url}, "
+            return g.start_failed("prom_test", e)
+        gws, redis_url = cluster.replicas, redis.url
+        print(f"prom_test: prometheus {prom}, replicas {', '.join(r.url for r in gws)}, redis {redis_url}, "
               f"sims {', '.join(f'{s.name}:{s.port}' for s in sims.values())} [{time.monotonic() - t_start:.1f} s]")
 
         # Both targets up before traffic, so every counter has samples from before it changed.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and len([s for s in instant(prom, 'up{job="corral"} == 1')]) < 2:
             time.sleep(0.5)
+        dash = json.loads(DASHBOARD.read_text())
+        check_zero(prom, dash, ZERO_WHEN_IDLE, "idle fleet", check)
+        healthy = healthy_traffic(gws, users["alice"])
+        check(set(healthy) == {200}, "healthy phase: every request answered 200", str(healthy))
+        time.sleep(3)  # a few scrapes after the last request
+        check_zero(prom, dash, ZERO_WHEN_HEALTHY, "healthy fleet", check)
+
         phases = drive_traffic(gws, users, sims)
         for phase, statuses in phases.items():
             print(f"traffic: {phase}: {dict(sorted(statuses.items(), key=str))}")
         time.sleep(4)  # a few more scrapes: every series has samples after its last change
 
-        dash = json.loads(DASHBOARD.read_text())
         rows = []
         for q in panel_queries.queries(dash):
             expr = q["expr"]
@@ -240,6 +266,8 @@ def run() -> int:
         check({"ollama", "openai", "anthropic"} <= dialects, "requests in all three dialects", str(sorted(dialects)))
         statuses = {s["metric"].get("status") for s in instant(prom, "sum by (status) (corral_requests_total)")}
         check("404" in statuses and any(s.startswith("5") for s in statuses), "404 and 5xx statuses counted", str(sorted(statuses)))
+        ratio = [float(v) for q in panel_exprs(dash, "Error ratio (5xx)") for v in finite(instant(prom, q["expr"]))]
+        check(len(ratio) == 1 and ratio[0] > 0, "the error ratio panel reads above 0 after the 5xx phase", str(ratio))
         fo_rate = scalar_sum(prom, "sum(rate(corral_failovers_total[1m]))")
         check(fo_rate > 0, "failovers show in rate() (the Failovers panel is not flat)", f"{fo_rate:.3g}/s")
         check(scalar_sum(prom, "sum(corral_failovers_total)") > 0, "failovers counted",
@@ -262,9 +290,9 @@ def run() -> int:
         firing = [a["labels"]["alertname"] for a in prom_get(prom, "/api/v1/alerts")["alerts"]]
         print(f"info: alerts pending or firing now: {sorted(set(firing)) or 'none'}")
 
-        for g in gws:
-            if g.proc.popen.poll() is not None:
-                check(False, f"{g.name} still running", g.proc.tail())
+        for r in gws:
+            if not r.alive():
+                check(False, f"{r.proc.name} still running", r.proc.tail())
 
         print()
         w = max(len(f"{p} [{r}]") for p, r, *_ in rows)

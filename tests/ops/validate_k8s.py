@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks rendered corral manifests for what kubernetes-validate cannot know: custom
 resources against bundled schemas (tests/ops/schemas/), and the promises corral makes to
-operators (DESIGN.md and the ops brief): >= 3 replicas, /ready and /health probes, non-root,
+operators (docs/OPERATIONS.md, "Kubernetes"): >= 3 replicas, /ready and /health probes, non-root,
 read-only root fs, no capabilities, seccomp RuntimeDefault, preStop sleep within
 server.shutdown_grace and terminationGracePeriodSeconds above both, HPA/PDB/Service/
 ServiceMonitor/migration Job present and pointing at the gateway.

@@ -1,37 +1,21 @@
-"""Process fixtures: `corral sim` upstreams and `corral serve` gateways on free loopback ports.
+"""Fixtures of the client suites: `corral sim` upstreams and `corral serve` gateways on free
+loopback ports, from the shared harness (tests/harness). Every process started here is
+stopped by its PID at teardown."""
 
-Every process started here is stopped by its PID at teardown.
-"""
-
-import subprocess
 import tempfile
 from pathlib import Path
 
-import httpx
 import pytest
 
-from procs import CORRAL, Proc, Sim, free_port, toml_value, wait_http
+from harness import FIGURES, Gateway, Sim
 
 
-class Gateway:
-    def __init__(self, proc, port, config_path, workdir):
-        self.proc, self.port, self.config_path, self.workdir = proc, port, config_path, workdir
-        self.url = f"http://127.0.0.1:{port}"
-        self.admin_token = None
-        self.user_token = None
-
-    def cli(self, *args, check=True):
-        return subprocess.run(
-            [CORRAL, "--config", str(self.config_path), *args],
-            cwd=self.workdir, capture_output=True, text=True, check=check, timeout=60,
-        )
-
-    def headers(self, token=None):
-        token = token or self.user_token
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    def metrics(self) -> str:
-        return httpx.get(f"{self.url}/metrics", timeout=5).text
+def pytest_terminal_summary(terminalreporter):
+    """Repeats every FIGURE line of the run at the end."""
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture
@@ -41,67 +25,39 @@ def workdir():
 
 
 @pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in reversed(started):
+def started():
+    """What the test started, stopped in reverse order at teardown."""
+    items = []
+    yield items
+    for p in reversed(items):
         p.stop()
 
 
 @pytest.fixture
-def start_sim(procs, workdir):
+def start_sim(started, workdir):
     def start(name="sim", models=None, vram="24GiB", extra=()):
         sim = Sim(workdir, name, vram=vram, models=models, extra=extra)
-        procs.append(sim)
+        started.append(sim)
         return sim
 
     return start
 
 
 @pytest.fixture
-def start_gateway(procs, workdir):
+def start_gateway(started, workdir):
+    """One gateway over `sims` (priority 1, 2... in order), SQLite in the test's directory;
+    with `users`, `admin_token` and `user_token` are set."""
+
     def start(sims, extra_toml="", backend_extra=None, users=True, env=None, name="gw"):
-        port = free_port()
-        lines = [
-            "[server]",
-            f'listen = "127.0.0.1:{port}"',
-            'shutdown_grace = "5s"',
-            "workers = 2",
-            "[database]",
-            f'url = "sqlite://{workdir}/{name}.db"',
-        ]
-        for i, s in enumerate(sims):
-            lines += ["[[backends]]", f'name = "{s.name}"', f'url = "{s.url}"',
-                      f"priority = {i + 1}", 'poll_interval = "500ms"']
-            for k, v in (backend_extra or {}).get(s.name, {}).items():
-                lines.append(f"{k} = {toml_value(v)}")
-        cfg = workdir / f"{name}.toml"
-        cfg.write_text("\n".join(lines) + "\n" + extra_toml)
-        p = Proc(name, [CORRAL, "--config", str(cfg), "serve"], workdir / f"{name}.log", env=env)
-        procs.append(p)
-        gw = Gateway(p, port, cfg, workdir)
-        wait_http(f"{gw.url}/health")
-        if users:
-            gw.admin_token = create_user(gw, f"admin-{name}", admin=True)
-            gw.user_token = create_user(gw, f"user-{name}")
-        wait_http(f"{gw.url}/ready", timeout=20)
+        extra = {s.name: {"priority": i + 1, **(backend_extra or {}).get(s.name, {})}
+                 for i, s in enumerate(sims)}
+        gw = Gateway(workdir, sims, name=name, backend_extra=extra, extra_toml=extra_toml,
+                     env=env, users=users, shutdown_grace="5s", start=False)
+        started.append(gw)
+        gw.start()
         return gw
 
     return start
-
-
-def create_user(gw, name, admin=False, rpm=None, tpm=None) -> str:
-    args = ["users", "create", name]
-    if admin:
-        args.append("--admin")
-    if rpm:
-        args += ["--rpm", str(rpm)]
-    if tpm:
-        args += ["--tpm", str(tpm)]
-    out = gw.cli(*args).stdout
-    tokens = [w for w in out.split() if w.startswith("crl_")]
-    assert tokens, f"no token printed: {out!r}"
-    return tokens[0]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The official `anthropic` Python SDK against corral, as Claude Code uses it (PROTOCOLS.md §8, 22-34)."""
+"""The official `anthropic` Python SDK against corral, as Claude Code uses it (docs/PROTOCOLS.md §8.3)."""
 
 import json
 

@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-import procs
-from procs import chat_body, figure, load, tally, wait_until
+import harness
+from harness import chat_body, figure, load, tally, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -24,7 +24,7 @@ PENALTY_S = 60  # long enough to outlive the Redis restart at the end of the mod
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cluster")
-    g = procs.Group(workdir)
+    g = harness.Group(workdir)
     try:
         redis = g.redis()
         db_url, pg, why = g.database()

@@ -1,4 +1,4 @@
-"""The official `ollama` Python client against corral in front of `corral sim` (PROTOCOLS.md §8)."""
+"""The official `ollama` Python client against corral in front of `corral sim` (docs/PROTOCOLS.md §8.1)."""
 
 import json
 import socket

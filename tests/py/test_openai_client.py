@@ -1,4 +1,4 @@
-"""The official `openai` Python SDK against corral (PROTOCOLS.md §8, items 12-21)."""
+"""The official `openai` Python SDK against corral (docs/PROTOCOLS.md §8.2)."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor

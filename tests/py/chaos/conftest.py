@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import procs
+import harness
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,19 +49,19 @@ def leases_zero(cluster, timeout=5.0):
 
 @pytest.fixture
 def group(tmp_path, request):
-    g = procs.Group(tmp_path)
+    g = harness.Group(tmp_path)
     yield g
     try:
-        clusters = [i for i in g.items if isinstance(i, procs.Cluster)]
+        clusters = [i for i in g.items if isinstance(i, harness.Cluster)]
         problems = []
         for c in clusters:
             if not c.live() or c.admin_token is None:
                 continue
             ok, last, took = leases_zero(c)
             n = sum(len(rows) for rows in last.values())
-            procs.figure(f"leases[{request.node.name}]",
-                         f"{'zero' if ok else 'NOT zero'} on {len(last)} replicas x backends "
-                         f"({n} rows) after {took:.2f} s")
+            harness.figure(f"leases[{request.node.name}]",
+                           f"{'zero' if ok else 'NOT zero'} on {len(last)} replicas x backends "
+                           f"({n} rows) after {took:.2f} s")
             if not ok:
                 problems.append(last)
         assert not problems, f"leases not released after the scenario: {problems}"

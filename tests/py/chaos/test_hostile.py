@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from procs import chat_body, figure, load, tally, wait_until
+from harness import chat_body, figure, load, tally, wait_until
 
 pytestmark = pytest.mark.chaos
 

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-import procs
-from procs import chat_body, figure, load, tally, wait_until
+import harness
+from harness import chat_body, figure, load, tally, wait_until
 
 pytestmark = pytest.mark.chaos
 

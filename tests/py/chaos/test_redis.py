@@ -5,7 +5,7 @@ import time
 import httpx
 import pytest
 
-from procs import StallProxy, chat_body, figure, load, tally, wait_until
+from harness import StallProxy, chat_body, figure, load, tally, wait_until
 
 pytestmark = pytest.mark.chaos
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from procs import chat_body, figure, load, tally
+from harness import chat_body, figure, load, tally
 
 pytestmark = pytest.mark.chaos
 

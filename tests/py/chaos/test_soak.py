@@ -7,7 +7,7 @@ import time
 import pytest
 
 import dialects
-from procs import figure, load, tally
+from harness import figure, load, tally
 
 pytestmark = [pytest.mark.chaos, pytest.mark.chaos_long]
 

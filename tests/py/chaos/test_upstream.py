@@ -10,8 +10,8 @@ import ollama
 import pytest
 
 import dialects
-import procs
-from procs import chat_body, figure, free_port, load, tally, wait_until
+import harness
+from harness import chat_body, figure, free_port, load, tally, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -142,7 +142,7 @@ def test_tls_upstream_private_ca_hostname_checked(group):
     dialect's error and the certificate problem in `last_error` when it does not, or when the
     certificate names another host."""
     sim = group.sim("behind-tls")
-    ca = procs.PrivateCA(group.workdir)
+    ca = harness.PrivateCA(group.workdir)
     cert, key = ca.issue("localhost", "localhost")
     front = group.tls_front(sim.port, cert, key)
 
@@ -194,7 +194,7 @@ def test_upstreams_through_an_outbound_proxy(group):
     cloud = group.sim("cloud", models=["qwen3:8b"])
     lan = group.sim("lan", models=["llama3.1:8b"])
     near = group.sim("near", models=["tiny:1b=1GiB"])
-    ca = procs.PrivateCA(group.workdir)
+    ca = harness.PrivateCA(group.workdir)
     cert, key = ca.issue("localhost", "localhost")
     front = group.tls_front(cloud.port, cert, key)
     via = proxy.url("corral", secret)
