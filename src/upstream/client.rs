@@ -487,11 +487,16 @@ pub struct Body {
 }
 
 impl Body {
-    /// At the end: the connection goes back to its pool.
+    /// When the body has ended, as far as its length tells: the connection goes back to
+    /// its pool.
     fn finish_if_done(&mut self) {
-        if !self.incoming.is_end_stream() {
-            return;
+        if self.incoming.is_end_stream() {
+            self.finish();
         }
+    }
+
+    /// The body was read to its end: the connection goes back to its pool.
+    fn finish(&mut self) {
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
             pool.give_back(conn);
         }
@@ -510,7 +515,7 @@ impl Stream for Body {
             match Pin::new(&mut this.incoming).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
-                    this.finish_if_done();
+                    this.finish();
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(e))) => {

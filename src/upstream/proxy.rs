@@ -223,11 +223,11 @@ pub async fn tunnel(tcp: TcpStream, proxy: &Proxy, target: &str) -> Result<TcpSt
     };
     let asked = std::pin::pin!(asked);
     let parts = match futures_util::future::select(asked, connection.as_mut()).await {
-        Either::Left((Ok(()), connection)) => connection.await,
+        Either::Left((Ok(()), connection)) => connection.await.map_err(|e| failed(&e))?,
         Either::Left((Err(e), _)) => return Err(e),
-        Either::Right((ended, _)) => ended,
-    }
-    .map_err(|e| failed(&e))?;
+        // The proxy may have answered and closed at once: its answer still decides.
+        Either::Right((ended, asked)) => asked.await.and(ended.map_err(|e| failed(&e)))?,
+    };
     // The upstream speaks only after the client's TLS hello: nothing may follow.
     if !parts.read_buf.is_empty() {
         return Err(failed(&"sent bytes after its CONNECT answer"));
