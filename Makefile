@@ -3,12 +3,12 @@ CARGO ?= cargo
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: run test setup lint unit pytests ops bench schema-check test-chaos clean-venv
+.PHONY: run test setup lint unit pytests jstests ops bench schema-check test-chaos clean-venv
 
 run:
 	$(CARGO) run --release -- demo
 
-test: setup lint unit pytests ops
+test: setup lint unit pytests jstests ops
 
 setup:
 	bash scripts/setup.sh
@@ -26,6 +26,11 @@ unit:
 pytests:
 	$(CARGO) build --bin corral
 	CORRAL_BIN=$(CURDIR)/target/debug/corral $(PY) -m pytest -q -p no:cacheprovider tests/py
+
+# The official JavaScript SDKs, Claude Code and the Codex CLI (tests/js, pinned by its lockfile).
+jstests:
+	$(CARGO) build --bin corral
+	cd tests/js && CORRAL_BIN=$(CURDIR)/target/debug/corral node --test --test-concurrency=1
 
 ops:
 	SCREENSHOT_DIR=$(CURDIR)/target/screenshots bash tests/ops/run.sh

@@ -12,6 +12,8 @@ need chromium /usr/bin/chromium chromium
 need wrk /usr/bin/wrk wrk
 need openssl /usr/bin/openssl openssl
 need tinyproxy /usr/bin/tinyproxy tinyproxy
+need node /usr/bin/node nodejs
+need npm /usr/bin/npm npm
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 dpkg -s libpq-dev >/dev/null 2>&1 || packages+=(libpq-dev)
 dpkg -s libsqlite3-dev >/dev/null 2>&1 || packages+=(libsqlite3-dev)
@@ -38,4 +40,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/py/requirements.txt
+
+# tests/js: the official JavaScript SDKs, Claude Code and the Codex CLI, exactly as the
+# lockfile pins them; installed again only when the lockfile changed.
+JS=tests/js
+if ! cmp -s "$JS/package-lock.json" "$JS/node_modules/.package-lock.json.installed"; then
+    echo "setup: npm ci in $JS"
+    (cd "$JS" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$JS/package-lock.json" "$JS/node_modules/.package-lock.json.installed"
+fi
 echo "setup: ok"

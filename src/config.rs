@@ -95,6 +95,9 @@ pub struct AuthConfig {
     /// How long a token → user answer is cached in process.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// Output tokens a generating request reserves against its user's `tpm` when it names
+    /// no `max_tokens` / `max_completion_tokens` / `num_predict` of its own.
+    pub tpm_output_allowance: u32,
 }
 
 impl Default for AuthConfig {
@@ -102,6 +105,7 @@ impl Default for AuthConfig {
         Self {
             allow_anonymous: false,
             cache_ttl: Duration::from_secs(30),
+            tpm_output_allowance: 4096,
         }
     }
 }

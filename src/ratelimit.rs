@@ -56,7 +56,9 @@ if tpm > 0 then
       live[#live + 1] = {b, v}
     end
   end
-  if used > 0 and used + est > tpm then
+  if #live == 0 and est > tpm then
+    wait = math.max(wait, window)
+  elseif used + est > tpm then
     table.sort(live, function(x, y) return x[1] < y[1] end)
     local need = used + est - tpm
     local at = live[#live][1]
@@ -118,6 +120,11 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// The tokens reserved when the request was admitted.
+    pub fn estimated(&self) -> u64 {
+        self.estimated
+    }
+
     /// True when the decision came from Redis (shared by all replicas).
     pub fn is_shared(&self) -> bool {
         matches!(self.slot, Slot::Redis { .. })
@@ -206,6 +213,18 @@ impl RateLimiter {
         };
         if rpm.is_none() && tpm.is_none() {
             return Ok(grant);
+        }
+        if let Some(limit) = tpm.filter(|&n| estimated_tokens > u64::from(n)) {
+            self.metrics.rate_limited.with_label_values(&["user"]).inc();
+            return Err(GatewayError::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "this request reserves {estimated_tokens} tokens (its input estimate plus \
+                     its output allowance), more than the limit of {limit} tokens per {}: it \
+                     can never be admitted; ask for fewer output tokens (max_tokens)",
+                    humantime::format_duration(self.window)
+                ),
+            ));
         }
         if let Some(answer) = self
             .check_redis(user, rpm, tpm, estimated_tokens, now)
@@ -436,7 +455,7 @@ impl LocalLimiter {
         }
         if let Some(tpm) = tpm {
             let used: i64 = u.tokens.iter().map(|b| b.1).sum();
-            if used > 0 && used + estimated as i64 > tpm as i64 {
+            if used + estimated as i64 > tpm as i64 {
                 let need = used + estimated as i64 - tpm as i64;
                 let mut freed = 0;
                 let mut at = u.tokens.back().map_or(bucket, |b| b.0);
@@ -527,12 +546,24 @@ mod tests {
     }
 
     #[test]
-    fn an_oversized_request_passes_an_empty_window() {
+    fn no_request_is_exempt_not_even_the_first() {
         let t0 = Instant::now();
         let mut l = LocalLimiter::new(W, t0);
-        assert!(l.check("u", None, Some(100), 5000, t0).is_ok());
-        assert!(l.check("u", None, Some(100), 1, t0).is_err());
-        assert!(l.check("u", None, Some(100), 1, t0 + W + W / 12).is_ok());
+        assert!(l.check("u", None, Some(100), 5000, t0).is_err());
+        let admitted = (0..10)
+            .filter(|_| l.check("u", None, Some(1000), 200, t0).is_ok())
+            .count();
+        assert_eq!(admitted, 5, "a parallel burst holds to the limit");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_can_never_fit_is_told_so() {
+        let rl = RateLimiter::new(None, Arc::new(Metrics::new()));
+        let err = rl.check("u", None, Some(1000), 2001).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::RateLimited);
+        assert!(err.retry_after.is_none(), "waiting would not help");
+        assert!(err.message.contains("never"), "{}", err.message);
+        assert!(rl.check("u", None, Some(1000), 1000).await.is_ok());
     }
 
     #[test]

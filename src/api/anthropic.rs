@@ -35,6 +35,7 @@ async fn messages(
     api::body::model_name(&chat.model).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::Anthropic, caller.name);
     ctx.requested_model = chat.model.clone();
+    ctx.generates = true;
     ctx.body = Some(body.clone());
     let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
         .await

@@ -187,6 +187,33 @@ pub fn model_name(model: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// The output tokens a request asks for at most, in any dialect's field: OpenAI's
+/// `max_completion_tokens` / `max_tokens` / `max_output_tokens` (Responses), Anthropic's
+/// `max_tokens`, Ollama's
+/// `options.num_predict` (negative there means "no limit": `None`).
+pub fn output_allowance(body: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Options {
+        num_predict: Option<i64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Limits {
+        max_completion_tokens: Option<u64>,
+        max_tokens: Option<u64>,
+        max_output_tokens: Option<u64>,
+        options: Option<Options>,
+    }
+    let l: Limits = serde_json::from_slice(body).ok()?;
+    l.max_completion_tokens
+        .or(l.max_tokens)
+        .or(l.max_output_tokens)
+        .or_else(|| {
+            l.options
+                .and_then(|o| o.num_predict)
+                .and_then(|n| u64::try_from(n).ok())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +239,25 @@ mod tests {
         let e = model_name(&"m".repeat(MAX_MODEL_NAME + 1)).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("model"));
         assert!(e.message.len() < 100, "the name itself is not echoed");
+    }
+
+    #[test]
+    fn output_allowances_of_every_dialect() {
+        assert_eq!(output_allowance(br#"{"max_tokens": 100}"#), Some(100));
+        assert_eq!(
+            output_allowance(br#"{"max_tokens": 100, "max_completion_tokens": 7}"#),
+            Some(7)
+        );
+        assert_eq!(
+            output_allowance(br#"{"options": {"num_predict": 42}}"#),
+            Some(42)
+        );
+        assert_eq!(
+            output_allowance(br#"{"options": {"num_predict": -1}}"#),
+            None
+        );
+        assert_eq!(output_allowance(br#"{"model": "x"}"#), None);
+        assert_eq!(output_allowance(b"[1]"), None);
     }
 
     #[test]

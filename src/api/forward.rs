@@ -32,6 +32,8 @@ pub struct Ctx {
     pub body: Option<Bytes>,
     /// The user's rate-limit grant, reconciled with the real token count at the end.
     pub reservation: Option<crate::ratelimit::Reservation>,
+    /// The request generates an answer (chat, completion): it reserves an output allowance.
+    pub generates: bool,
 }
 
 impl Ctx {
@@ -54,6 +56,7 @@ impl Ctx {
             category: None,
             body: None,
             reservation: None,
+            generates: false,
         }
     }
 }
@@ -444,6 +447,13 @@ impl Drop for Tally {
                 .inc_by(tout);
         }
         let used = self.tokens.map_or(0, |(i, o)| i + o);
+        // An answer cut off before the upstream counted it may have cost its whole
+        // reservation: a client must not free its limit by hanging up.
+        let charged = match self.tokens {
+            Some(_) => used,
+            None if self.backend.is_empty() => 0,
+            None => self.ctx.reservation.as_ref().map_or(0, |r| r.estimated()),
+        };
         if let Some(key) = self.key.take() {
             if self.finished && self.error.is_none() {
                 self.gw.keys.report(&key, KeyOutcome::Ok { tokens: used });
@@ -451,7 +461,7 @@ impl Drop for Tally {
         }
         if let Some(grant) = self.ctx.reservation.take() {
             // Only a correction that must go to Redis is worth a task.
-            if let Some(correction) = self.gw.limiter.reconcile_local(&grant, used) {
+            if let Some(correction) = self.gw.limiter.reconcile_local(&grant, charged) {
                 let gw = self.gw.clone();
                 actix_web::rt::spawn(async move { gw.limiter.reconcile_shared(correction).await });
             }

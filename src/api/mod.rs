@@ -170,7 +170,15 @@ pub async fn admit(
     (rpm, tpm): (Option<u32>, Option<u32>),
     mut ctx: forward::Ctx,
 ) -> Result<forward::Ctx, GatewayError> {
-    let estimate = crate::ir::estimate_tokens(ctx.body.as_ref().map_or(0, |b| b.len()));
+    let body = ctx.body.as_deref().unwrap_or_default();
+    // A generating request reserves its whole possible answer too, so parallel requests
+    // cannot all be admitted on their inputs alone.
+    let output = if ctx.generates {
+        body::output_allowance(body).unwrap_or(u64::from(gw.config.auth.tpm_output_allowance))
+    } else {
+        0
+    };
+    let estimate = crate::ir::estimate_tokens(body.len()) + output;
     match gw.limiter.check(&ctx.user, rpm, tpm, estimate).await {
         Ok(grant) => {
             ctx.reservation = Some(grant);

@@ -208,6 +208,7 @@ async fn generation(
     let had_think = p.think.is_some();
     let mut ctx = Ctx::new(&req, Dialect::Ollama, caller.name);
     ctx.requested_model = p.model.unwrap_or_default();
+    ctx.generates = generates;
     ctx.body = Some(body.clone());
     let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
         .await

@@ -69,6 +69,7 @@ async fn completion_like(
     api::body::model_name(&chat.model).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = chat.model.clone();
+    ctx.generates = true;
     ctx.body = Some(body.clone());
     let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
         .await
@@ -116,9 +117,12 @@ async fn create_response(
     let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
         .await
         .map_err(err)?;
+    api::body::json_object(&body).map_err(err)?;
     let responses::Decoded { chat, echo } = responses::decode(&body, now()).map_err(err)?;
+    api::body::model_name(&chat.model).map_err(err)?;
     let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
     ctx.requested_model = chat.model.clone();
+    ctx.generates = true;
     ctx.body = Some(body.clone());
     let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
         .await

@@ -289,6 +289,53 @@ async fn tokens_are_reserved_and_reconciled_in_redis() {
     assert!(r.is_shared());
 }
 
+/// A parallel burst from three replicas sharing Redis against `tpm = 1000`: each request
+/// reserves its input estimate plus its output allowance (150 tokens here), nobody is
+/// exempt, and what was admitted in the window stays within the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_token_burst_from_three_replicas_holds_to_tpm() {
+    let redis = RedisServer::start();
+    let replicas: Vec<Replica> = ["a", "b", "c"]
+        .iter()
+        .map(|id| replica(&redis.url(), id, 0))
+        .collect();
+    all_up(&replicas.iter().collect::<Vec<_>>()).await;
+    let mut tasks = Vec::new();
+    for r in &replicas {
+        for _ in 0..10 {
+            let limiter = RateLimiter::new(Some(r.sync.clone()), r.metrics.clone())
+                .with_redis_timeout(Duration::from_secs(1));
+            tasks.push(tokio::spawn(async move {
+                match limiter.check("frank", None, Some(1000), 150).await {
+                    Ok(res) => {
+                        assert!(res.is_shared(), "decided in Redis");
+                        // Keep the reservation: the answer used all of it.
+                        limiter.reconcile(res, 150).await;
+                        150
+                    }
+                    Err(_) => 0,
+                }
+            }));
+        }
+    }
+    let mut admitted = 0u64;
+    for t in tasks {
+        admitted += t.await.unwrap();
+    }
+    eprintln!(
+        "30 parallel requests of 150 tokens from 3 replicas: {admitted} tokens admitted against tpm = 1000"
+    );
+    assert!(admitted <= 1000, "{admitted} tokens admitted");
+    assert_eq!(admitted, 900, "six requests fit");
+    let never = RateLimiter::new(Some(replicas[0].sync.clone()), replicas[0].metrics.clone())
+        .with_redis_timeout(Duration::from_secs(1));
+    let err = never
+        .check("gina", None, Some(1000), 1001)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("never"), "{}", err.message);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_falls_back_to_local_shares_and_a_restart_restores_sync() {
     let mut redis = RedisServer::start();

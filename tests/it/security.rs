@@ -19,6 +19,7 @@ const ROUTES: &[(&str, Shape)] = &[
     ("/v1/chat/completions", Shape::OpenAi),
     ("/v1/completions", Shape::OpenAi),
     ("/v1/embeddings", Shape::OpenAi),
+    ("/v1/responses", Shape::OpenAi),
     ("/v1/messages", Shape::Anthropic),
     ("/v1/messages/count_tokens", Shape::Anthropic),
     ("/admin/api/users", Shape::OpenAi),

@@ -192,6 +192,7 @@ fn auth_headers_cache_and_roles(env: Env) {
     let cfg = AuthConfig {
         allow_anonymous: false,
         cache_ttl: Duration::from_millis(700),
+        ..AuthConfig::default()
     };
     let auth = Authenticator::new(store.clone(), &cfg);
     rt().block_on(async {
@@ -638,6 +639,7 @@ fn postgres_down_auth_serves_cached_users_and_fails_closed() {
     let cfg = AuthConfig {
         allow_anonymous: false,
         cache_ttl: Duration::from_millis(200),
+        ..AuthConfig::default()
     };
     let auth = Authenticator::new(store.clone(), &cfg);
     rt().block_on(async {
