@@ -3,9 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::Gateway;
-use crate::api::chat::{self, Answer, ClientWriter};
-use crate::api::forward::Ctx;
-use crate::api::{self as api};
+use crate::api::{self as api, exchange, frontend::Inbound};
 use crate::dialect::{Dialect, anthropic};
 use crate::error::{DialectError, GatewayError};
 use crate::upstream::UpstreamClients;
@@ -25,33 +23,16 @@ async fn messages(
     payload: web::Payload,
     gw: web::Data<Gateway>,
     clients: web::Data<UpstreamClients>,
-) -> Result<HttpResponse, DialectError> {
-    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
-    let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
-        .await
-        .map_err(err)?;
-    api::body::json_object(&body).map_err(err)?;
-    let chat = anthropic::decode_messages(&body).map_err(err)?;
-    api::body::model_name(&chat.model).map_err(err)?;
-    let mut ctx = Ctx::new(&req, Dialect::Anthropic, caller.name);
-    ctx.requested_model = chat.model.clone();
-    ctx.generates = true;
-    ctx.body = Some(body.clone());
-    let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
-        .await
-        .map_err(err)?;
-    let id = anthropic::new_message_id();
-    let (model, estimate) = (chat.model.clone(), chat.estimate_input_tokens());
-    let (id2, model2) = (id.clone(), model.clone());
-    let answer = Answer {
-        dialect: Dialect::Anthropic,
-        raw: Some((body.clone(), "/v1/messages")),
-        writer: Box::new(move || {
-            ClientWriter::Anthropic(anthropic::StreamWriter::new(&id, &model, estimate))
-        }),
-        whole: Box::new(move |resp| anthropic::encode_response(resp, &model2, &id2)),
-    };
-    chat::serve_chat(&req, gw, &clients, ctx, chat, answer).await
+) -> HttpResponse {
+    exchange::serve(
+        req,
+        payload,
+        gw,
+        clients,
+        Dialect::Anthropic,
+        Inbound::anthropic,
+    )
+    .await
 }
 
 /// Ollama has no tokenizer endpoint: corral estimates (bytes/4), as Ollama's own code does.

@@ -8,7 +8,6 @@
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,15 +15,11 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderMap, HeaderName};
-use actix_web::web::{self, Bytes};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
-
-use crate::Gateway;
-use crate::api::forward::{Ctx, Tally};
-use crate::error::{DialectError, GatewayError};
 
 /// Memory for kept answers (bodies plus an allowance per entry); past it an answer reaches
 /// the followers already waiting only. At 35k distinct requests/s this holds the last
@@ -58,6 +53,10 @@ impl Hasher for KeyHasher {
 /// followers are logged with them.
 #[derive(Debug, Clone, Copy)]
 pub struct Spent(pub u64, pub u64);
+
+/// The error message of a failed answer, set on the response for the same reason.
+#[derive(Debug, Clone)]
+pub struct Failed(pub String);
 
 /// One whole answer as its client received it.
 #[derive(Debug)]
@@ -174,15 +173,14 @@ impl Dedup {
     }
 
     /// The key of a request whose whole answer may be shared; `None` when sharing is off.
-    pub fn key(&self, ctx: &Ctx, req: &HttpRequest) -> Option<Key> {
+    pub fn key(&self, user: &str, body: &[u8], req: &HttpRequest) -> Option<Key> {
         if self.window.is_zero() {
             return None;
         }
-        let body = ctx.body.as_ref()?;
         let header = |name| req.headers().get(name).map_or(&b""[..], |v| v.as_bytes());
         let mut h = Sha256::new();
         for part in [
-            ctx.user.as_bytes(),
+            user.as_bytes(),
             req.path().as_bytes(),
             // Sent on to Anthropic upstreams, where they change the answer.
             header(HeaderName::from_static("anthropic-version")),
@@ -290,56 +288,11 @@ pub async fn wait(mut slot: Slot) -> Option<Arc<Answer>> {
     answer.clone()
 }
 
-/// Runs `run` for the first of identical requests and shares its answer with the others;
-/// without a key it simply runs.
-pub async fn serve<F, Fut>(
-    gw: web::Data<Gateway>,
-    key: Option<Key>,
-    ctx: Ctx,
-    run: F,
-) -> Result<HttpResponse, DialectError>
-where
-    F: FnOnce(Ctx) -> Fut,
-    Fut: Future<Output = Result<HttpResponse, DialectError>>,
-{
-    let Some(key) = key else {
-        return run(ctx).await;
-    };
-    let dialect = ctx.dialect;
-    let mut waiting = Waiting {
-        gw: gw.clone(),
-        ctx: Some(ctx),
-    };
-    let leader = loop {
-        match gw.dedup.turn(key) {
-            Turn::Lead(leader) => break leader,
-            Turn::Recent(answer) => return Ok(waiting.follow(&answer, How::Recent)),
-            Turn::Wait(slot) => {
-                if let Some(answer) = wait(slot).await {
-                    return Ok(waiting.follow(&answer, How::Inflight));
-                }
-                // The leader's client went away: lead now, or follow whoever does.
-            }
-        }
-    };
-    let Some(ctx) = waiting.ctx.take() else {
-        return Err(GatewayError::internal("request lost while waiting").in_dialect(dialect));
-    };
-    let (resp, error) = match run(ctx).await {
-        Ok(resp) => (resp, None),
-        Err(e) => (e.error_response(), Some(e.error.message)),
-    };
-    let (resp, answer) = capture(resp, error);
-    if let Some(answer) = answer {
-        leader.publish(answer);
-    }
-    Ok(resp)
-}
-
 /// Splits a whole response into the response for the leader's client and the shareable
 /// answer; a streamed body is not shareable.
-fn capture(resp: HttpResponse, error: Option<String>) -> (HttpResponse, Option<Answer>) {
+pub fn capture(resp: HttpResponse) -> (HttpResponse, Option<Answer>) {
     let tokens = resp.extensions().get::<Spent>().map(|s| (s.0, s.1));
+    let error = resp.extensions().get::<Failed>().map(|f| f.0.clone());
     let (head, body) = resp.into_parts();
     match body.try_into_bytes() {
         Ok(bytes) => {
@@ -356,56 +309,14 @@ fn capture(resp: HttpResponse, error: Option<String>) -> (HttpResponse, Option<A
     }
 }
 
-/// A follower until it has its answer. Dropped while waiting (its client went away), it is
-/// accounted like any abandoned request: a 499 row, its rate-limit grant settled.
-struct Waiting {
-    gw: web::Data<Gateway>,
-    ctx: Option<Ctx>,
-}
-
-impl Waiting {
-    /// The shared answer for this follower, logged with the backend, model and tokens of
-    /// the answer; the tokens are not counted again in the metrics.
-    fn follow(mut self, answer: &Answer, how: How) -> HttpResponse {
-        let gw = self.gw.clone();
-        gw.metrics
-            .dedup_shared
-            .with_label_values(&[how.as_str()])
-            .inc();
-        let mut resp = HttpResponse::build(answer.status);
-        for (name, value) in &answer.headers {
-            resp.append_header((name.clone(), value.clone()));
-        }
-        resp.insert_header(("x-corral-shared", "1"));
-        if let Some(ctx) = self.ctx.take() {
-            let header = |name| {
-                answer
-                    .headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            let mut tally = Tally::new(gw, ctx);
-            tally.shared = true;
-            tally.status = answer.status.as_u16();
-            tally.backend = header("x-corral-backend").unwrap_or_default();
-            tally.served_model = header("x-corral-model").unwrap_or_default();
-            tally.ctx.category = header("x-corral-category");
-            tally.tokens = answer.tokens;
-            tally.error = answer.error.clone();
-            tally.ttfb = Some(tally.ctx.started.elapsed());
-            tally.finished = true;
-        }
-        resp.body(answer.body.clone())
+/// A follower's response: the leader's status, headers and bytes, marked as shared.
+pub fn response(answer: &Answer) -> HttpResponse {
+    let mut resp = HttpResponse::build(answer.status);
+    for (name, value) in &answer.headers {
+        resp.append_header((name.clone(), value.clone()));
     }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        if let Some(ctx) = self.ctx.take() {
-            drop(Tally::new(self.gw.clone(), ctx));
-        }
-    }
+    resp.insert_header(("x-corral-shared", "1"));
+    resp.body(answer.body.clone())
 }
 
 #[cfg(test)]
@@ -526,12 +437,9 @@ mod tests {
         let req = actix_web::test::TestRequest::post()
             .uri("/api/chat")
             .to_http_request();
-        let mut ctx = Ctx::new(&req, crate::dialect::Dialect::Ollama, "u".into());
-        ctx.body = Some(Bytes::from_static(b"{}"));
-        assert!(d.key(&ctx, &req).is_none());
+        assert!(d.key("u", b"{}", &req).is_none());
         let d = Dedup::new(Duration::from_secs(2));
-        let k = d.key(&ctx, &req).unwrap();
-        ctx.user = "v".into();
-        assert_ne!(Some(k), d.key(&ctx, &req), "users never share");
+        let k = d.key("u", b"{}", &req).unwrap();
+        assert_ne!(Some(k), d.key("v", b"{}", &req), "users never share");
     }
 }

@@ -14,9 +14,9 @@ use crate::actors::supervisor::BackendInfo;
 use crate::api::{self as api};
 use crate::config::BackendKind;
 use crate::dialect::Dialect;
+use crate::dialect::lines::LineSplitter;
 use crate::dialect::ollama::ndjson_line;
 use crate::error::{DialectError, ErrorKind, GatewayError};
-use crate::upstream::lines::LineSplitter;
 use crate::upstream::{self, Call, UpstreamClients};
 
 /// Pulls of big models take long; each backend gets this long between progress lines.

@@ -1,15 +1,18 @@
 //! actix-web handlers, one module per dialect plus admin, health and the dashboard,
-//! and the pieces they share: request ids, bounded body reading, caller identity.
+//! the request path they share ([`exchange`]), and request ids, bounded body reading and
+//! caller identity.
 
 pub mod admin;
 pub mod admin_fleet;
 pub mod admin_keys;
 pub mod anthropic;
 pub mod body;
-pub mod chat;
 pub mod dashboard;
 pub mod dedup;
+pub mod exchange;
+mod finish;
 pub mod forward;
+pub mod frontend;
 pub mod health;
 pub mod manage;
 pub mod ollama;
@@ -20,7 +23,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
-use actix_web::{HttpMessage, HttpRequest, HttpResponseBuilder};
+use actix_web::{HttpMessage, HttpRequest};
 
 use crate::Gateway;
 use crate::error::{ErrorKind, GatewayError};
@@ -160,96 +163,6 @@ pub async fn authenticate(
     gw: &Gateway,
 ) -> Result<crate::auth::Principal, GatewayError> {
     body::caller(req, &gw.auth).await
-}
-
-/// The user's rate limits (`ctx.user`'s requests and tokens per minute): admitted with an
-/// estimate (reconciled at the end), or refused with 429, and then logged and counted like
-/// any other answered request.
-pub async fn admit(
-    gw: &web::Data<Gateway>,
-    (rpm, tpm): (Option<u32>, Option<u32>),
-    mut ctx: forward::Ctx,
-) -> Result<forward::Ctx, GatewayError> {
-    let body = ctx.body.as_deref().unwrap_or_default();
-    // A generating request reserves its whole possible answer too, so parallel requests
-    // cannot all be admitted on their inputs alone.
-    let output = if ctx.generates {
-        body::output_allowance(body).unwrap_or(u64::from(gw.config.auth.tpm_output_allowance))
-    } else {
-        0
-    };
-    let estimate = crate::ir::estimate_tokens(body.len()) + output;
-    match gw.limiter.check(&ctx.user, rpm, tpm, estimate).await {
-        Ok(grant) => {
-            ctx.reservation = Some(grant);
-            Ok(ctx)
-        }
-        Err(e) => {
-            let status = e.status(ctx.dialect).as_u16();
-            forward::Tally::new(gw.clone(), ctx).fail(status, &e);
-            Err(e)
-        }
-    }
-}
-
-/// Tells the client which backend and model served it; a whole answer also carries the
-/// tokens it cost, for the request-log rows of duplicates that share it (see [`dedup`]).
-pub fn with_served_headers(
-    resp: &mut HttpResponseBuilder,
-    served: &forward::Served,
-    tally: &forward::Tally,
-) {
-    if let Some((tin, tout)) = tally.tokens {
-        resp.extensions_mut().insert(dedup::Spent(tin, tout));
-    }
-    // Names and fixed values are static: nothing to parse or check per request.
-    if let Some(c) = tally.ctx.category.as_deref() {
-        resp.insert_header((HeaderName::from_static("x-corral-category"), c));
-    }
-    if let Some(name) = &served.backend().name_header {
-        resp.insert_header((HeaderName::from_static("x-corral-backend"), name.clone()));
-    }
-    resp.insert_header((
-        HeaderName::from_static("x-corral-model"),
-        served.model.as_str(),
-    ))
-    .insert_header((
-        actix_web::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    ))
-    .insert_header((
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    ));
-}
-
-/// The model to place for `requested`: aliases first, then the virtual `auto` model, which
-/// classifies the request and records its category in `ctx`.
-pub async fn resolve_model(
-    gw: &Gateway,
-    clients: &crate::upstream::UpstreamClients,
-    requested: &str,
-    chat: impl FnOnce() -> Result<Option<std::sync::Arc<crate::ir::ChatRequest>>, GatewayError>,
-    ctx: &mut forward::Ctx,
-) -> Result<String, GatewayError> {
-    let target = gw.aliases.resolve(requested);
-    if !gw.auto.is_auto(target) {
-        return Ok(target.to_string());
-    }
-    let Some(chat) = chat()? else {
-        return Err(GatewayError::bad_field(
-            "model",
-            format!("\"{requested}\" picks chat models only; name an embedding model"),
-        ));
-    };
-    let catalogue = gw.auto.catalogue(&gw.fleet, clients).await;
-    let views = gw.fleet.snapshot().await;
-    let decision = gw.auto.decide(&chat, &catalogue, &views);
-    ctx.category = Some(decision.classification.category.to_string());
-    match decision.choice {
-        Ok(choice) => Ok(choice.model),
-        Err(none) => Err(GatewayError::new(ErrorKind::NoCapacity, none.to_string())),
-    }
 }
 
 /// Whether chat would find `requested`: through an alias to a virtual model or to one some

@@ -5,10 +5,8 @@ use actix_web::http::header::HeaderName;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::Gateway;
-use crate::api::chat::{self, Answer, ClientWriter};
-use crate::api::forward::Ctx;
-use crate::api::{self as api, dedup};
-use crate::dialect::{Dialect, anthropic, openai, responses};
+use crate::api::{self as api, exchange, frontend::Inbound};
+use crate::dialect::{Dialect, anthropic, openai};
 use crate::error::{DialectError, GatewayError};
 use crate::ir::ModelEntry;
 use crate::upstream::UpstreamClients;
@@ -22,21 +20,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/models/{id:.*}", web::get().to(model));
 }
 
-fn err(e: GatewayError) -> DialectError {
-    e.in_dialect(Dialect::OpenAi)
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 async fn chat_completions(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
     clients: web::Data<UpstreamClients>,
-) -> Result<HttpResponse, DialectError> {
-    completion_like(req, payload, gw, clients, false).await
+) -> HttpResponse {
+    let decode = |body| Inbound::openai_chat(body, false);
+    exchange::serve(req, payload, gw, clients, Dialect::OpenAi, decode).await
 }
 
 async fn completions(
@@ -44,99 +35,21 @@ async fn completions(
     payload: web::Payload,
     gw: web::Data<Gateway>,
     clients: web::Data<UpstreamClients>,
-) -> Result<HttpResponse, DialectError> {
-    completion_like(req, payload, gw, clients, true).await
-}
-
-async fn completion_like(
-    req: HttpRequest,
-    payload: web::Payload,
-    gw: web::Data<Gateway>,
-    clients: web::Data<UpstreamClients>,
-    legacy: bool,
-) -> Result<HttpResponse, DialectError> {
-    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
-    let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
-        .await
-        .map_err(err)?;
-    api::body::json_object(&body).map_err(err)?;
-    let chat = if legacy {
-        openai::decode_completion(&body)
-    } else {
-        openai::decode_chat(&body)
-    }
-    .map_err(err)?;
-    api::body::model_name(&chat.model).map_err(err)?;
-    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
-    ctx.requested_model = chat.model.clone();
-    ctx.generates = true;
-    ctx.body = Some(body.clone());
-    let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
-        .await
-        .map_err(err)?;
-    let (id, created, model, usage) = (
-        openai::new_completion_id(),
-        now(),
-        chat.model.clone(),
-        chat.include_usage,
-    );
-    let (id2, model2) = (id.clone(), model.clone());
-    let reasoning = crate::routing::features::asks_thinking(chat.think);
-    // Legacy completions always go through the canonical form.
-    let raw = (!legacy).then(|| (body.clone(), "/v1/chat/completions"));
-    let answer = Answer {
-        dialect: Dialect::OpenAi,
-        raw,
-        writer: Box::new(move || {
-            ClientWriter::OpenAi(if legacy {
-                openai::StreamWriter::completion(&id, created, &model, usage)
-            } else {
-                openai::StreamWriter::new(&id, created, &model, usage).with_reasoning(reasoning)
-            })
-        }),
-        whole: Box::new(move |resp| {
-            if legacy {
-                openai::encode_completion_response(resp, &model2, &id2, created)
-            } else {
-                openai::encode_response(resp, &model2, &id2, created)
-            }
-        }),
-    };
-    chat::serve_chat(&req, gw, &clients, ctx, chat, answer).await
+) -> HttpResponse {
+    let decode = |body| Inbound::openai_chat(body, true);
+    exchange::serve(req, payload, gw, clients, Dialect::OpenAi, decode).await
 }
 
 /// The Responses API, always through the canonical form: no upstream kind is assumed to
-/// serve `/v1/responses` itself. Errors are in the OpenAI shape.
+/// serve `/v1/responses` itself.
 async fn create_response(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
     clients: web::Data<UpstreamClients>,
-) -> Result<HttpResponse, DialectError> {
-    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
-    let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
-        .await
-        .map_err(err)?;
-    api::body::json_object(&body).map_err(err)?;
-    let responses::Decoded { chat, echo } = responses::decode(&body, now()).map_err(err)?;
-    api::body::model_name(&chat.model).map_err(err)?;
-    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
-    ctx.requested_model = chat.model.clone();
-    ctx.generates = true;
-    ctx.body = Some(body.clone());
-    let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
-        .await
-        .map_err(err)?;
-    let echo2 = echo.clone();
-    let answer = Answer {
-        dialect: Dialect::OpenAi,
-        raw: None,
-        writer: Box::new(move || {
-            ClientWriter::Responses(Box::new(responses::StreamWriter::new(echo.clone())))
-        }),
-        whole: Box::new(move |resp| responses::encode_response(resp, &echo2)),
-    };
-    chat::serve_chat(&req, gw, &clients, ctx, chat, answer).await
+) -> HttpResponse {
+    let decode = Inbound::responses;
+    exchange::serve(req, payload, gw, clients, Dialect::OpenAi, decode).await
 }
 
 async fn embeddings(
@@ -144,28 +57,9 @@ async fn embeddings(
     payload: web::Payload,
     gw: web::Data<Gateway>,
     clients: web::Data<UpstreamClients>,
-) -> Result<HttpResponse, DialectError> {
-    let caller = api::authenticate(&req, &gw).await.map_err(err)?;
-    let body = api::read_body(payload, &req, gw.config.server.body_limit.as_u64() as usize)
-        .await
-        .map_err(err)?;
-    api::body::json_object(&body).map_err(err)?;
-    let embed = openai::decode_embeddings(&body).map_err(err)?;
-    api::body::model_name(&embed.model).map_err(err)?;
-    let mut ctx = Ctx::new(&req, Dialect::OpenAi, caller.name);
-    ctx.requested_model = embed.model.clone();
-    ctx.body = Some(body.clone());
-    let ctx = api::admit(&gw, (caller.rpm, caller.tpm), ctx)
-        .await
-        .map_err(err)?;
-    let (model, encoding) = (embed.model.clone(), embed.encoding);
-    let key = gw.dedup.key(&ctx, &req);
-    dedup::serve(gw.clone(), key, ctx, |ctx| {
-        chat::serve_embed(gw, &clients, ctx, &embed, Dialect::OpenAi, |r| {
-            openai::encode_embeddings_response(r, &model, encoding)
-        })
-    })
-    .await
+) -> HttpResponse {
+    let decode = Inbound::openai_embeddings;
+    exchange::serve(req, payload, gw, clients, Dialect::OpenAi, decode).await
 }
 
 /// Every model the fleet serves plus the virtual ones, for both `/v1/models` shapes.

@@ -1,8 +1,10 @@
 //! The three client dialects: which one a path speaks, and the pure translators per dialect.
 
 pub mod anthropic;
+pub mod lines;
 pub mod ollama;
 pub mod openai;
+pub mod relay;
 pub mod responses;
 pub mod sse;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! and the global budget for buffered answers.
 
 pub mod client;
-pub mod lines;
+pub mod kind;
 pub mod proxy;
 
 use std::borrow::Cow;
