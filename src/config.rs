@@ -221,8 +221,13 @@ pub struct KeyPoolConfig {
     /// Penalty when the upstream says a weekly/session usage limit is reached.
     #[serde(with = "humantime_serde")]
     pub usage_limit_penalty: Duration,
-    /// Consecutive auth/5xx failures before a key is disabled.
+    /// Consecutive refused credentials (upstream 401/403) before a key is disabled; 5xx,
+    /// 529 and timeouts are the backend's health and never count.
     pub disable_after_failures: u32,
+    /// First re-probe of a key disabled by failures (a cheap authenticated listing);
+    /// doubles after each refusal up to 32 times this. Accepted: the key is enabled again.
+    #[serde(with = "humantime_serde")]
+    pub reprobe_after: Duration,
 }
 
 impl Default for KeyPoolConfig {
@@ -234,6 +239,7 @@ impl Default for KeyPoolConfig {
             penalty_max: Duration::from_secs(3600),
             usage_limit_penalty: Duration::from_secs(6 * 3600),
             disable_after_failures: 5,
+            reprobe_after: Duration::from_secs(60),
         }
     }
 }

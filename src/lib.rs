@@ -77,6 +77,12 @@ impl Gateway {
             .await
             .map_err(|e| format!("loading stored keys: {e}"))?;
         actors::key::KeyActor::start(keys.clone(), actors::key::TICK);
+        actors::key_health::start(
+            &config,
+            store.clone(),
+            keys.clone(),
+            fleet.backends().to_vec(),
+        );
         let replica = std::env::var("HOSTNAME")
             .ok()
             .filter(|h| !h.is_empty())

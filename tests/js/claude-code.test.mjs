@@ -87,11 +87,15 @@ describe('claude -p', () => {
     assert.equal(results.length, 1, explain(r));
     assert.ok(JSON.stringify(results[0].content).includes(marker), explain(r));
     assert.notEqual(results[0].is_error, true);
-    // The sim calls Bash again unless the request ends with the tool result; a text answer
-    // after exactly one call shows the result went upstream.
     const result = out.at(-1);
     assert.equal(result.subtype, 'success', explain(r));
     assert.ok(result.result.length > 0);
+    // The request that produced that answer ended with the command's output.
+    const last = await fleet.lastBody('/api/chat');
+    const tail = last.messages.at(-1);
+    assert.equal(tail.role, 'tool', JSON.stringify(tail));
+    assert.equal(tail.tool_name, 'Bash');
+    assert.ok(tail.content.includes(marker), JSON.stringify(tail));
   });
 
   test('--model haiku answers (a model that cannot think)', async () => {
