@@ -75,6 +75,12 @@ impl Gateway {
             .await
             .map_err(|e| format!("loading stored keys: {e}"))?;
         actors::key::KeyActor::start(keys.clone(), actors::key::TICK);
+        actors::key_health::start(
+            &config,
+            store.clone(),
+            keys.clone(),
+            fleet.backends().to_vec(),
+        );
         let replica = std::env::var("HOSTNAME")
             .ok()
             .filter(|h| !h.is_empty())
@@ -174,6 +180,8 @@ pub fn app(
 > {
     let clients = web::Data::new(UpstreamClients::new(gw.fleet.backends()));
     let (gw_store, gw_auth, gw_keys) = (gw.store.clone(), gw.auth.clone(), gw.keys.clone());
+    let origins = &gw.config.server.cors_origins;
+    let cors = middleware::Condition::new(!origins.is_empty(), api::cors::layer(origins));
     App::new()
         .app_data(gw)
         .app_data(clients)
@@ -183,6 +191,8 @@ pub fn app(
         .app_data(web::Data::new(gw_keys))
         .configure(api::configure)
         .default_service(web::to(api::not_found))
+        // Outermost: preflights are answered before anything else, errors get CORS too.
+        .wrap(cors)
 }
 
 /// A gateway serving on a bound address.

@@ -143,11 +143,18 @@ async fn try_backend(
     let mut tries = 0;
     // Keys the upstream refused in this request: counted once each, never sent again.
     let mut refused: Vec<KeyLease> = Vec::new();
+    let mut last_refusal: Option<upstream::Failure> = None;
     loop {
         tries += 1;
         let key = match &backend.config.key_pool {
             Some(pool) => match gw.keys.pick_avoiding(pool, &model, &refused) {
                 Ok(k) => Some(k),
+                // No key left that was not refused: say what the upstream said.
+                Err(e) if e.kind == ErrorKind::NoCapacity && last_refusal.is_some() => {
+                    return Err(last_refusal
+                        .take()
+                        .unwrap_or_else(|| upstream::Failure::new(e, FailureReason::Overloaded)));
+                }
                 Err(e) => {
                     // Every key cooling down: another backend may still serve.
                     lease.failed(FailureReason::Overloaded);
@@ -211,12 +218,16 @@ async fn try_backend(
                 if matches!(outcome, KeyOutcome::RateLimited { .. }) {
                     gw.metrics.rate_limited.with_label_values(&["key"]).inc();
                 }
-                if outcome == KeyOutcome::AuthFailed {
+                let auth_failed = outcome == KeyOutcome::AuthFailed;
+                if auth_failed {
                     refused.push(k.clone());
                 }
                 gw.keys.report(k, outcome);
                 if tries < KEY_TRIES {
                     tracing::info!(backend = %backend.name, key = %k.prefix(), "upstream key refused; trying another key");
+                    if auth_failed {
+                        last_refusal = Some(failure);
+                    }
                     continue;
                 }
             }

@@ -341,6 +341,52 @@ impl KeyPools {
         }
     }
 
+    /// Keys disabled after refused credentials, as (pool, id, secret), for the re-probe.
+    pub fn failure_disabled(&self) -> Vec<(String, String, Arc<str>)> {
+        let mut out = Vec::new();
+        for e in &self.inner.pools {
+            let p = e.pool.lock();
+            out.extend(
+                p.failure_disabled()
+                    .into_iter()
+                    .map(|(id, secret)| (e.name.clone(), id, secret)),
+            );
+        }
+        out
+    }
+
+    /// Re-enables a key a probe found accepted, unless an operator changed it meanwhile.
+    pub fn reenable_probed(&self, pool: &str, id: &str) -> bool {
+        let Some(entry) = self.entry(pool) else {
+            return false;
+        };
+        let mut p = entry.pool.lock();
+        let event = p.reenable_probed(id, Instant::now());
+        set_gauges(entry, &p);
+        drop(p);
+        match event {
+            Some(ev) => {
+                tracing::info!(pool, key = %id, "key re-enabled: the upstream accepts it again");
+                self.publish(ev);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A disable the database recorded (reason and time), restored at start-up.
+    pub fn restore_disabled(&self, id: &str, reason: state::DisableReason, since: Instant) {
+        let now = Instant::now();
+        for e in &self.inner.pools {
+            let mut p = e.pool.lock();
+            if p.idx_of(id).is_some() {
+                p.restore_disabled(id, reason, since, now);
+                set_gauges(e, &p);
+                return;
+            }
+        }
+    }
+
     /// State changes made on this replica, for ClusterSync (and anyone persisting them).
     pub fn events(&self) -> broadcast::Receiver<KeyEvent> {
         self.inner.events.subscribe()

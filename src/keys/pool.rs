@@ -322,6 +322,43 @@ impl KeyPool {
         }
     }
 
+    /// Keys disabled after refused credentials (never an operator's), with their secrets,
+    /// for the re-probe.
+    pub fn failure_disabled(&self) -> Vec<(String, Arc<str>)> {
+        self.slots
+            .iter()
+            .filter(|s| s.state.disabled == Some(DisableReason::Failures))
+            .map(|s| (s.id.clone(), s.secret.clone()))
+            .collect()
+    }
+
+    /// Enables a key a probe found accepted, unless it is no longer disabled by failures
+    /// (an operator disabled or enabled it meanwhile). Returns the event to publish.
+    pub fn reenable_probed(&mut self, id: &str, now: Instant) -> Option<KeyEvent> {
+        let idx = self.idx_of(id)?;
+        if self.slots[idx as usize].state.disabled != Some(DisableReason::Failures) {
+            return None;
+        }
+        Some(self.set_enabled(idx, true, now))
+    }
+
+    /// A disable the database recorded, restored at start-up with its reason and time.
+    pub fn restore_disabled(
+        &mut self,
+        id: &str,
+        reason: DisableReason,
+        since: Instant,
+        now: Instant,
+    ) {
+        let Some(idx) = self.idx_of(id) else {
+            return;
+        };
+        self.update(idx, now, |s| {
+            s.disabled = Some(reason);
+            s.disabled_since = Some(since);
+        });
+    }
+
     /// Manual enable/disable; returns the event to publish.
     pub fn set_enabled(&mut self, idx: KeyIdx, enabled: bool, now: Instant) -> KeyEvent {
         self.update(idx, now, |s| s.set_enabled(enabled));
@@ -354,8 +391,10 @@ impl KeyPool {
                 ..
             } => s.apply_remote_penalty(clock.instant(*until_unix_ms), *strikes, now),
             KeyEvent::Disabled { reason, .. } => {
-                if s.disabled.is_none() {
+                // An operator's disable replaces a failure one: the re-probe must not undo it.
+                if s.disabled.is_none() || *reason == DisableReason::Manual {
                     s.disabled = Some(*reason);
+                    s.disabled_since.get_or_insert(now);
                 }
             }
             KeyEvent::Enabled { .. } => s.set_enabled(true),
@@ -483,6 +522,8 @@ impl KeyPool {
             "id": slot.id,
             "prefix": secret_prefix(&slot.secret),
             "state": availability.label(),
+            "disabled_reason": s.disabled.map(DisableReason::as_str),
+            "disabled_since": s.disabled_since.filter(|_| s.disabled.is_some()).map(|t| self.clock.rfc3339(t)),
             "penalty_until": penalty_until,
             "requests_2h": s.usage.requests(),
             "tokens_2h": s.usage.tokens(),

@@ -61,8 +61,20 @@ impl Default for PoolPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DisableReason {
+    /// An operator's choice: never undone automatically.
     Manual,
+    /// The upstream refused the key's credentials repeatedly: re-probed and re-enabled
+    /// once accepted.
     Failures,
+}
+
+impl DisableReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisableReason::Manual => "manual",
+            DisableReason::Failures => "failures",
+        }
+    }
 }
 
 /// Where a key stands at an instant.
@@ -156,6 +168,8 @@ impl UsageWindow {
 pub struct KeyState {
     pub penalty_until: Option<Instant>,
     pub disabled: Option<DisableReason>,
+    /// When the key was disabled, for the admin API.
+    pub disabled_since: Option<Instant>,
     /// 429s in a row (without a success between); doubles the penalty each time.
     pub consecutive_429: u32,
     /// Refused credentials (401/403) in a row; reaching the pool's limit disables the key.
@@ -215,6 +229,7 @@ impl KeyState {
                     && self.disabled.is_none()
                 {
                     self.disabled = Some(DisableReason::Failures);
+                    self.disabled_since = Some(now);
                     return Change::Disabled(DisableReason::Failures);
                 }
                 Change::None
@@ -252,11 +267,13 @@ impl KeyState {
     pub fn set_enabled(&mut self, enabled: bool) {
         if enabled {
             self.disabled = None;
+            self.disabled_since = None;
             self.penalty_until = None;
             self.consecutive_failures = 0;
             self.consecutive_429 = 0;
         } else {
             self.disabled = Some(DisableReason::Manual);
+            self.disabled_since.get_or_insert_with(Instant::now);
         }
     }
 

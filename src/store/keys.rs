@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::schema::api_keys;
 use super::{DbConnection, Store, StoreError, now, rfc3339};
 use crate::keys::import::ImportedKey;
+use crate::keys::state::DisableReason;
 use crate::keys::{KeyPools, StoredKey, derive_key_id, secret_prefix};
 
 /// `api_keys.state` of a key the gateway may use.
@@ -33,6 +34,9 @@ pub struct KeyRow {
     pub failures: i32,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// `manual` or `failures` while disabled.
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<NaiveDateTime>,
 }
 
 impl KeyRow {
@@ -48,6 +52,8 @@ impl KeyRow {
             "label": self.label,
             "category": self.category,
             "state": self.state,
+            "disabled_reason": self.disabled_reason,
+            "disabled_at": self.disabled_at.map(rfc3339),
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
         })
@@ -236,30 +242,69 @@ pub fn get_stored(
     Ok(row.map(to_stored))
 }
 
-/// Enables or disables a stored key (enabling also clears its failure count).
-/// `None` when no stored key has that id.
+/// Enables or disables a stored key by an operator's hand (enabling also clears its
+/// failure count and disable reason). `None` when no stored key has that id.
 pub fn set_state(
     conn: &mut DbConnection,
     id: &str,
     enabled: bool,
 ) -> Result<Option<KeyRow>, StoreError> {
-    let target = api_keys::table.filter(api_keys::id.eq(id));
-    let t = now();
-    let n = if enabled {
-        diesel::update(target)
-            .set((
-                api_keys::state.eq(STATE_ACTIVE),
-                api_keys::failures.eq(0),
-                api_keys::updated_at.eq(t),
-            ))
-            .execute(conn)?
+    if enabled {
+        record_enabled(conn, id)
     } else {
-        diesel::update(target)
+        record_disabled(conn, id, DisableReason::Manual)
+    }
+}
+
+/// Records that a key is usable again (an operator, or a probe the upstream accepted).
+pub fn record_enabled(conn: &mut DbConnection, id: &str) -> Result<Option<KeyRow>, StoreError> {
+    let n = diesel::update(api_keys::table.filter(api_keys::id.eq(id)))
+        .set((
+            api_keys::state.eq(STATE_ACTIVE),
+            api_keys::failures.eq(0),
+            api_keys::disabled_reason.eq(None::<String>),
+            api_keys::disabled_at.eq(None::<NaiveDateTime>),
+            api_keys::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    get(conn, id)
+}
+
+/// Records a disable with its reason and time, so a restart (without Redis) keeps both.
+/// A failure disable never replaces an operator's.
+pub fn record_disabled(
+    conn: &mut DbConnection,
+    id: &str,
+    reason: DisableReason,
+) -> Result<Option<KeyRow>, StoreError> {
+    let t = now();
+    let target = api_keys::table.filter(api_keys::id.eq(id));
+    let n = match reason {
+        DisableReason::Manual => diesel::update(target)
             .set((
                 api_keys::state.eq(STATE_DISABLED),
+                api_keys::disabled_reason.eq(Some(reason.as_str())),
+                api_keys::disabled_at.eq(Some(t)),
                 api_keys::updated_at.eq(t),
             ))
-            .execute(conn)?
+            .execute(conn)?,
+        DisableReason::Failures => diesel::update(
+            target.filter(
+                api_keys::disabled_reason
+                    .is_null()
+                    .or(api_keys::disabled_reason.ne(DisableReason::Manual.as_str())),
+            ),
+        )
+        .set((
+            api_keys::state.eq(STATE_DISABLED),
+            api_keys::disabled_reason.eq(Some(reason.as_str())),
+            api_keys::disabled_at.eq(Some(t)),
+            api_keys::updated_at.eq(t),
+        ))
+        .execute(conn)?,
     };
     if n == 0 {
         return Ok(None);
@@ -289,7 +334,31 @@ pub fn set_category(
 /// longer has are skipped with a warning). Returns how many keys were added.
 pub async fn load_into(store: &Store, pools: &KeyPools) -> Result<usize, StoreError> {
     let stored = store.run(load_stored).await?;
-    Ok(add_to_pools(stored, pools))
+    let n = add_to_pools(stored, pools);
+    restore_disables(store.run(failure_disables).await?, pools);
+    Ok(n)
+}
+
+/// Keys disabled after refused credentials, with when: the pools load them as disabled by
+/// an operator; these are marked for the re-probe.
+fn failure_disables(
+    conn: &mut DbConnection,
+) -> Result<Vec<(String, Option<NaiveDateTime>)>, StoreError> {
+    Ok(api_keys::table
+        .select((api_keys::id, api_keys::disabled_at))
+        .filter(api_keys::state.eq(STATE_DISABLED))
+        .filter(api_keys::disabled_reason.eq(DisableReason::Failures.as_str()))
+        .load(conn)?)
+}
+
+fn restore_disables(rows: Vec<(String, Option<NaiveDateTime>)>, pools: &KeyPools) {
+    let now = std::time::Instant::now();
+    let utc = chrono::Utc::now().naive_utc();
+    for (id, at) in rows {
+        let ago = at.and_then(|t| (utc - t).to_std().ok()).unwrap_or_default();
+        let since = now.checked_sub(ago).unwrap_or(now);
+        pools.restore_disabled(&id, DisableReason::Failures, since);
+    }
 }
 
 /// [`load_into`] for threads that may block.

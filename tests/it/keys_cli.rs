@@ -453,3 +453,91 @@ async fn admin_endpoints_list_toggle_persist_and_health_check() {
     assert_eq!(pools.key(&k1).expect("k1")["state"], "active");
     sim.stop().await;
 }
+
+/// A key the upstream refuses is disabled (reason and time in the database), re-probed with
+/// an authenticated listing and enabled again once accepted; a manual disable is never
+/// undone, and 5xx answers never count against a key.
+#[actix_web::test]
+async fn refused_keys_are_disabled_persisted_reprobed_and_enabled_again() {
+    let sim = keyed_sim(&[K1]).await;
+    let db = sqlite();
+    let mut cfg = config(&db.url, &backend(&sim));
+    cfg.auth.allow_anonymous = true;
+    cfg.key_pools[0].disable_after_failures = 1;
+    cfg.key_pools[0].reprobe_after = std::time::Duration::from_millis(300);
+    let store = Store::connect(&cfg.database).expect("connect");
+    let imported = corral::keys::parse_keys(K1);
+    store
+        .blocking(|c| keys::insert_many(c, "cloud", &imported.keys))
+        .expect("stored");
+    let id = derive_key_id(K1);
+    let gw = crate::proxy::gateway(cfg).await;
+    let chat = |text: &str| {
+        crate::proxy::client()
+            .post(format!("{}/api/chat", gw.url()))
+            .send_json(&serde_json::json!({"model": "qwen3:8b", "stream": false,
+                "messages": [{"role": "user", "content": text}]}))
+    };
+    let row = |store: &Store| {
+        let id = id.clone();
+        store
+            .blocking(move |c| keys::get(c, &id))
+            .expect("read")
+            .expect("row")
+    };
+
+    let mut resp = chat("[[error=401]] hi").await.expect("sent");
+    assert_eq!(
+        resp.status(),
+        502,
+        "a refused upstream credential is corral's fault"
+    );
+    let text = String::from_utf8_lossy(&resp.body().await.expect("body")).to_string();
+    assert!(
+        text.contains("refused corral's credentials") && !text.contains(K1),
+        "{text}"
+    );
+    let key = gw.gateway.keys.key(&id).unwrap();
+    assert_eq!(key["state"], "disabled", "{key}");
+    assert_eq!(key["disabled_reason"], "failures");
+    let persisted = wait_for(|| {
+        let r = row(&store);
+        (r.state == "disabled" && r.disabled_reason.as_deref() == Some("failures")).then_some(r)
+    })
+    .await;
+    assert!(persisted.is_some(), "the disable reached the database");
+
+    // The probe finds the key accepted (the sim only fails the directive's request).
+    let enabled = wait_for(|| {
+        let r = row(&store);
+        (gw.gateway.keys.key(&id).unwrap()["state"] == "active" && r.state == "active").then_some(r)
+    })
+    .await
+    .expect("re-enabled after the probe");
+    assert_eq!(enabled.disabled_reason, None);
+
+    // 5xx is the backend's health: the key stays active.
+    for _ in 0..3 {
+        let resp = chat("[[error=500]] hi").await.expect("sent");
+        assert!(resp.status().is_server_error());
+    }
+    assert_eq!(gw.gateway.keys.key(&id).unwrap()["state"], "active");
+
+    // An operator's disable is never undone by the probe.
+    assert!(gw.gateway.keys.set_enabled(&id, false));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let key = gw.gateway.keys.key(&id).unwrap();
+    assert_eq!(key["state"], "disabled");
+    assert_eq!(key["disabled_reason"], "manual");
+}
+
+/// `f`'s first `Some` within 10 s (polled every 50 ms).
+async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..200 {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
+}

@@ -385,7 +385,14 @@
     const enable = k.state === 'disabled';
     return h('tr', { 'data-key': k.id },
       h('td', {}, h('code', { text: k.prefix || String(k.id) })),
-      h('td', {}, badge(k.state, stateKind)),
+      h('td', {}, badge(k.state, stateKind),
+        k.state === 'disabled' && k.disabled_reason
+          ? h('span', {
+            class: 'muted',
+            text: ` ${k.disabled_reason === 'failures' ? 'refused upstream, re-probing' : 'by an admin'}`,
+            title: k.disabled_since ? `since ${fmtDateTime(k.disabled_since)}` : '',
+          })
+          : null),
       h('td', {}, penalty),
       h('td', { class: 'num', text: fmtInt(k.requests_2h) }),
       h('td', { class: 'num', text: fmtCompact(k.tokens_2h) }),
