@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Browser origins allowed to call corral (CORS), like `https://chat.example.com`;
+    /// `["*"]` allows any origin (then never with credentials). Empty: no CORS answers.
+    pub cors_origins: Vec<String>,
     /// Longest a client may take to send a request head; then the connection is closed.
     #[serde(with = "humantime_serde")]
     pub head_timeout: Duration,
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             body_limit: ByteSize::mib(32),
             shutdown_grace: Duration::from_secs(30),
             workers: 0,
+            cors_origins: Vec::new(),
             head_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             body_memory: ByteSize::mib(512),
@@ -395,6 +399,11 @@ impl Config {
         if let Err(e) = crate::api::policy::KeepAlive::parse(&self.routing.client_keep_alive) {
             bad("routing.client_keep_alive".into(), e);
         }
+        for (i, origin) in self.server.cors_origins.iter().enumerate() {
+            if let Err(why) = check_origin(origin, self.server.cors_origins.len()) {
+                bad(format!("server.cors_origins[{i}]"), why);
+            }
+        }
         if self.server.body_memory < self.server.body_limit {
             bad(
                 "server.body_memory".into(),
@@ -556,6 +565,25 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A CORS origin as browsers send it: `scheme://host[:port]`, nothing after; or `*` alone.
+fn check_origin(origin: &str, count: usize) -> Result<(), String> {
+    if origin == "*" {
+        return match count {
+            1 => Ok(()),
+            _ => Err("`*` allows every origin; list it alone".into()),
+        };
+    }
+    let bad = || format!("`{origin}` is not an origin like https://chat.example.com");
+    let uri: http::Uri = origin.parse().map_err(|_| bad())?;
+    let plain = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri
+            .path_and_query()
+            .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+        && !origin.ends_with('/');
+    if plain { Ok(()) } else { Err(bad()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,6 +725,27 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    #[test]
+    fn cors_origins_are_origins_or_a_lone_star() {
+        let problems = |origins: &str| match Config::from_toml(&format!(
+            "[server]\ncors_origins = {origins}\n"
+        )) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(p)) => p.into_iter().map(|p| p.path).collect(),
+            Err(e) => panic!("{e:?}"),
+        };
+        assert!(problems(r#"["https://chat.example.com", "http://localhost:5173"]"#).is_empty());
+        assert!(problems(r#"["*"]"#).is_empty());
+        assert_eq!(
+            problems(r#"["https://ok.example", "chat.example.com", "https://x.example/app"]"#),
+            ["server.cors_origins[1]", "server.cors_origins[2]"]
+        );
+        assert_eq!(
+            problems(r#"["*", "https://ok.example"]"#),
+            ["server.cors_origins[0]"]
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     /// Unknown model or path.
     NotFound,
     PayloadTooLarge,
+    /// A request body in a `Content-Encoding` corral cannot decode.
+    UnsupportedMediaType,
     /// The client did not send its whole request body in time.
     RequestTimeout,
     /// A corral limit (user rate) or every upstream key is cooling down.
@@ -136,6 +138,7 @@ impl GatewayError {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::NoCapacity | ErrorKind::Draining => match dialect {
@@ -165,6 +168,7 @@ impl GatewayError {
             ErrorKind::BadRequest
             | ErrorKind::NotFound
             | ErrorKind::PayloadTooLarge
+            | ErrorKind::UnsupportedMediaType
             | ErrorKind::RequestTimeout => "invalid_request_error",
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::Forbidden => "permission_error",

@@ -354,7 +354,7 @@ pub struct EmbedResponse {
     pub input_tokens: u64,
 }
 
-/// Why generation ended, in canonical form (mapping per PROTOCOLS.md §5.5).
+/// Why generation ended, in canonical form (mapping per docs/PROTOCOLS.md §5.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StopReason {
     #[default]

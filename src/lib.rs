@@ -180,6 +180,8 @@ pub fn app(
 > {
     let clients = web::Data::new(UpstreamClients::new(gw.fleet.backends()));
     let (gw_store, gw_auth, gw_keys) = (gw.store.clone(), gw.auth.clone(), gw.keys.clone());
+    let origins = &gw.config.server.cors_origins;
+    let cors = middleware::Condition::new(!origins.is_empty(), api::cors::layer(origins));
     App::new()
         .app_data(gw)
         .app_data(clients)
@@ -189,6 +191,8 @@ pub fn app(
         .app_data(web::Data::new(gw_keys))
         .configure(api::configure)
         .default_service(web::to(api::not_found))
+        // Outermost: preflights are answered before anything else, errors get CORS too.
+        .wrap(cors)
 }
 
 /// A gateway serving on a bound address.

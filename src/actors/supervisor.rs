@@ -462,7 +462,7 @@ mod tests {
 
     const GIB: u64 = 1 << 30;
 
-    /// A tiny Ollama answering the discovery endpoints with PROTOCOLS.md §1.5 shapes. It
+    /// A tiny Ollama answering the discovery endpoints with docs/PROTOCOLS.md §1.5 shapes. It
     /// answers 403 to a wrong `Host`, like a loopback-bound Ollama.
     fn fake_ollama(unauthorized: bool) -> (String, actix_web::dev::ServerHandle) {
         let tags = json!({"models": [

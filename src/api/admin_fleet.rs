@@ -7,9 +7,8 @@ use serde_json::json;
 use crate::Gateway;
 use crate::api::{self as api};
 use crate::auth::require_admin;
-use crate::dialect::{Dialect, anthropic, ollama, openai};
+use crate::dialect::Dialect;
 use crate::error::{DialectError, GatewayError};
-use crate::ir::ChatRequest;
 use crate::upstream::UpstreamClients;
 
 type Answer = Result<HttpResponse, DialectError>;
@@ -63,34 +62,27 @@ async fn models_in(
     Ok(HttpResponse::Ok().json(json!({ "category": *category, "models": list })))
 }
 
-/// A chat body in any dialect (Anthropic when it has `max_tokens` and no `options`,
-/// OpenAI or Ollama otherwise), classified and routed on paper: no model is called.
-fn decode_any(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
-    if v.get("prompt").is_some() {
-        return ollama::decode_generate(body);
-    }
-    if v.get("system").is_some() || v.get("max_tokens").is_some() && v.get("options").is_none() {
-        if let Ok(c) = anthropic::decode_messages(body) {
-            return Ok(c);
-        }
-    }
-    openai::decode_chat(body).or_else(|_| ollama::decode_chat(body))
+#[derive(serde::Deserialize)]
+struct ClassifyQuery {
+    /// The route the body would be sent to (`/api/chat`, `/v1/messages`...); guessed if absent.
+    path: Option<String>,
 }
 
+/// A chat body in any dialect, decoded as its route would, classified and routed on paper:
+/// no model is called.
 async fn classify(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
     clients: web::Data<UpstreamClients>,
+    query: web::Query<ClassifyQuery>,
 ) -> Answer {
     admin(&req, &gw).await?;
     let body = api::read_body(payload, &req, crate::api::admin::ADMIN_BODY_LIMIT)
         .await
         .map_err(fail)?;
     api::body::json_object(&body).map_err(fail)?;
-    let chat = decode_any(&body).map_err(fail)?;
+    let chat = crate::dialect::detect::decode_chat(&body, query.path.as_deref()).map_err(fail)?;
     let catalogue = gw.auto.catalogue(&gw.fleet, &clients).await;
     let views = gw.fleet.snapshot().await;
     let decision = gw.auto.decide(&chat, &catalogue, &views);

@@ -202,7 +202,8 @@ impl Inbound {
         } else {
             Wants::default()
         };
-        let model = match p.model {
+        // `name` is what older clients (and ollama-js for show) send instead of `model`.
+        let model = match p.model.filter(|m| !m.is_empty()).or(p.name) {
             Some(m) if !m.is_empty() => m,
             _ => return Err(GatewayError::bad_field("model", "is required")),
         };
@@ -234,6 +235,8 @@ fn generates(path: &str) -> bool {
 struct Peek {
     #[serde(default)]
     model: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
     /// `null` reads as absent, as Ollama's pointer field does.

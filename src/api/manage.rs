@@ -17,6 +17,7 @@ use crate::dialect::Dialect;
 use crate::dialect::lines::LineSplitter;
 use crate::dialect::ollama::ndjson_line;
 use crate::error::{DialectError, ErrorKind, GatewayError};
+use crate::routing::memory::normalize_model;
 use crate::upstream::{self, Call, UpstreamClients};
 
 /// Pulls of big models take long; each backend gets this long between progress lines.
@@ -69,14 +70,14 @@ pub async fn management(
             let call = Call { method: method.clone(), path: path.clone().into(), body: body.clone(), headers: Vec::new() };
             let deadline = Instant::now() + b.config.first_byte_timeout;
             let outcome = match upstream::send(client, &b, call, deadline).await {
-                Ok(opened) => relay_tagged(opened.body, &b.name).await,
-                Err(f) => Err(f.error.message),
+                Ok(opened) => relay_tagged(opened.body, &b.name).await.map_err(|m| (None, m)),
+                Err(f) => Err((f.status, f.error.message)),
             };
             match outcome {
                 Ok(lines) => yield Ok::<Bytes, actix_web::Error>(lines),
-                Err(message) => {
+                Err((code, message)) => {
                     failures += 1;
-                    yield Ok(ndjson_line(&json!({"backend": b.name, "status": "failed", "detail": message})));
+                    yield Ok(ndjson_line(&json!({"backend": b.name, "status": "failed", "code": code, "detail": message})));
                 }
             }
         }
@@ -99,17 +100,59 @@ pub async fn management(
         .flat_map(|b| b.split(|c| *c == b'\n'))
         .filter_map(|l| serde_json::from_slice(l).ok())
         .collect();
-    let failed: Vec<&Value> = parsed.iter().filter(|v| v["status"] == "failed").collect();
-    match parsed.last() {
-        Some(last) if last.get("error").is_some() => Err(err(GatewayError::new(
-            ErrorKind::UpstreamStatus,
-            last["error"]
-                .as_str()
-                .unwrap_or("management call failed")
-                .to_string(),
-        ))),
-        _ => Ok(HttpResponse::Ok().json(json!({"status": "success", "failed": failed}))),
+    Ok(summary(&parsed))
+}
+
+/// One answer for a fanned-out call: each backend's outcome in `backends`; 200 when any
+/// backend did it, else the status they agree on (404 when none has the model) or 502.
+fn summary(lines: &[Value]) -> HttpResponse {
+    let mut backends: Vec<Value> = Vec::new();
+    for line in lines {
+        let Some(name) = line.get("backend").and_then(Value::as_str) else {
+            continue;
+        };
+        let failed = line["status"] == "failed";
+        match backends.iter_mut().find(|b| b["backend"] == name) {
+            Some(seen) if failed => *seen = line.clone(),
+            Some(_) => {}
+            None if failed => backends.push(line.clone()),
+            None => backends.push(json!({"backend": name, "status": "success"})),
+        }
     }
+    let failed: Vec<&Value> = backends
+        .iter()
+        .filter(|b| b["status"] == "failed")
+        .collect();
+    if failed.is_empty() || failed.len() < backends.len() {
+        let failed = failed.into_iter().cloned().collect::<Vec<_>>();
+        return HttpResponse::Ok()
+            .json(json!({"status": "success", "backends": backends, "failed": failed}));
+    }
+    let all_404 = failed.iter().all(|b| b["code"] == 404);
+    // One backend, or every one lacking the model: its own words (Ollama's 404 text).
+    let message = match (all_404, failed.as_slice()) {
+        (true, [first, ..]) | (false, [first]) => {
+            first["detail"].as_str().unwrap_or("failed").to_string()
+        }
+        _ => format!("{} of {} backends failed", failed.len(), backends.len()),
+    };
+    let status = if all_404 {
+        actix_web::http::StatusCode::NOT_FOUND
+    } else {
+        actix_web::http::StatusCode::BAD_GATEWAY
+    };
+    HttpResponse::build(status).json(json!({"error": message, "backends": backends}))
+}
+
+/// The model a management body names: `model`, or `name` as ollama-js and older clients
+/// send it, or copy's `source`.
+fn named_model(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    ["model", "name", "source"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(Value::as_str))
+        .find(|m| !m.is_empty())
+        .map(str::to_string)
 }
 
 /// Reads one backend's answer; each JSON line gets a `backend` field.
@@ -172,19 +215,13 @@ async fn targets(
         ));
     }
     let views = gw.fleet.snapshot().await;
-    let model = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("model")
-                .or_else(|| v.get("source"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .ok_or_else(|| GatewayError::bad_field("model", "is required"))?;
+    let model = named_model(body).ok_or_else(|| GatewayError::bad_field("model", "is required"))?;
+    let wanted = normalize_model(&model);
+    let same = |name: &str| normalize_model(name) == wanted;
     let size = views
         .iter()
         .flat_map(|v| v.models.iter())
-        .filter(|m| m.name == model)
+        .filter(|m| same(&m.name))
         .filter_map(|m| m.size)
         .max();
     let up: Vec<_> = ollama

@@ -7,6 +7,8 @@ pub mod admin_fleet;
 pub mod admin_keys;
 pub mod anthropic;
 pub mod body;
+pub mod content_encoding;
+pub mod cors;
 pub mod dashboard;
 pub mod dedup;
 pub mod exchange;
@@ -23,7 +25,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage, HttpRequest};
 
 use crate::Gateway;
@@ -124,9 +126,10 @@ pub fn dialect_of(path: &str) -> crate::dialect::Dialect {
     }
 }
 
-/// Reads the request body, refusing with 413 as soon as it exceeds `limit`, 408 when it
-/// does not arrive within `server.body_timeout`, 503 when bodies arriving at once would
-/// hold more than `server.body_memory`.
+/// Reads the request body, decoding its `Content-Encoding` as it arrives (see
+/// [`content_encoding`]): 413 as soon as the plain body exceeds `limit`, 408 when it does
+/// not arrive within `server.body_timeout`, 503 when bodies arriving at once would hold
+/// more than `server.body_memory`.
 pub async fn read_body(
     mut payload: web::Payload,
     req: &HttpRequest,
@@ -148,15 +151,13 @@ pub async fn read_body(
     }
     let mut arriving = body::Arriving::start(req);
     // Grown as bytes arrive: a declared length is only a claim.
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(64 * 1024));
+    let capacity = declared.unwrap_or(1024).min(64 * 1024);
+    let mut plain = content_encoding::BodyDecoder::for_request(req.headers(), limit, capacity)?;
     while let Some(chunk) = arriving.next(&mut payload).await? {
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        arriving.hold(chunk.len())?;
-        buf.extend_from_slice(&chunk);
+        let grown = plain.push(&chunk, limit)?;
+        arriving.hold(grown)?;
     }
-    Ok(buf.freeze())
+    plain.finish()
 }
 
 /// Resolves the caller from `Authorization: Bearer` or `x-api-key`.

@@ -1,5 +1,6 @@
 //! The Anthropic dialect: decoding Messages requests, encoding upstream requests, parsing
-//! upstream answers and SSE events, and writing client responses and streams (PROTOCOLS.md §3).
+//! upstream answers and SSE events, and writing client responses and streams
+//! (docs/PROTOCOLS.md §3).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,8 @@ use crate::ir::{
     random_id,
 };
 
-/// Claude Code's per-request attribution line; dropped so prefix caches keep working (§4).
+/// Claude Code's per-request attribution line; dropped so prefix caches keep working
+/// (docs/PROTOCOLS.md §4).
 const BILLING_HEADER: &str = "x-anthropic-billing-header:";
 
 /// `max_tokens` sent to an Anthropic upstream when the client (OpenAI/Ollama) set none.
@@ -1010,9 +1012,9 @@ enum Open {
     Thinking(usize),
 }
 
-/// Writes an Anthropic SSE stream per PROTOCOLS.md §5.8: `message_start` first, one block open
-/// at a time with indexes 0, 1, 2..., each tool call a whole `tool_use` block, then
-/// `message_delta` and `message_stop`; after an `error` event nothing more.
+/// Writes an Anthropic SSE stream per docs/PROTOCOLS.md §5.8: `message_start` first, one
+/// block open at a time with indexes 0, 1, 2..., each tool call a whole `tool_use` block,
+/// then `message_delta` and `message_stop`; after an `error` event nothing more.
 #[derive(Debug)]
 pub struct StreamWriter {
     id: String,

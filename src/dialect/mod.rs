@@ -1,6 +1,7 @@
 //! The three client dialects: which one a path speaks, and the pure translators per dialect.
 
 pub mod anthropic;
+pub mod detect;
 pub mod lines;
 pub mod ollama;
 pub mod openai;

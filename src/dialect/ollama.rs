@@ -431,7 +431,7 @@ pub fn encode_embed(req: &EmbedRequest, upstream_model: &str) -> Value {
     Value::Object(body)
 }
 
-/// The tools an upstream without `tool_choice` should see (PROTOCOLS.md §5.3).
+/// The tools an upstream without `tool_choice` should see (docs/PROTOCOLS.md §5.3).
 pub(crate) fn tools_for(req: &ChatRequest) -> Vec<&Tool> {
     match &req.tool_choice {
         Some(ToolChoice::None) => Vec::new(),

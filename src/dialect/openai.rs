@@ -1,5 +1,5 @@
 //! The OpenAI dialect: decoding client requests, encoding upstream requests, parsing upstream
-//! answers and SSE chunks, and writing client responses and streams (PROTOCOLS.md §2, §5.8).
+//! answers and SSE chunks, and writing client responses and streams (docs/PROTOCOLS.md §2, §5.8).
 
 use base64::Engine;
 use bytes::Bytes;
@@ -947,9 +947,10 @@ struct OutTextChoice<'a> {
     finish_reason: Option<&'static str>,
 }
 
-/// Writes an OpenAI SSE stream (chat chunks, or text-completion chunks) per PROTOCOLS.md §5.8:
-/// role only in the first delta, tool calls numbered by its own counter and sent whole,
-/// `finish_reason` only in the final chunk, optional usage chunk, then `[DONE]`.
+/// Writes an OpenAI SSE stream (chat chunks, or text-completion chunks) per
+/// docs/PROTOCOLS.md §5.8: role only in the first delta, tool calls numbered by its own
+/// counter and sent whole, `finish_reason` only in the final chunk, optional usage chunk,
+/// then `[DONE]`.
 #[derive(Debug)]
 pub struct StreamWriter {
     id: String,

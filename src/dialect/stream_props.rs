@@ -204,7 +204,7 @@ fn sse_frames(bytes: &[u8]) -> Vec<(Option<String>, String)> {
     f
 }
 
-/// Checks every Anthropic stream rule of PROTOCOLS.md §3.4 and §5.8.
+/// Checks every Anthropic stream rule of docs/PROTOCOLS.md §3.4 and §5.8.
 fn check_anthropic(bytes: &[u8], want: &Expect) -> Result<(), TestCaseError> {
     let frames = sse_frames(bytes);
     prop_assert!(!frames.is_empty());
@@ -320,7 +320,7 @@ fn check_anthropic(bytes: &[u8], want: &Expect) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Checks every OpenAI chunk rule of PROTOCOLS.md §2.4 and §5.8.
+/// Checks every OpenAI chunk rule of docs/PROTOCOLS.md §2.4 and §5.8.
 fn check_openai(bytes: &[u8], want: &Expect) -> Result<(), TestCaseError> {
     let raw = std::str::from_utf8(bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert!(!raw.contains("event:"), "no event lines");

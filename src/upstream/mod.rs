@@ -186,7 +186,7 @@ fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
     )
 }
 
-/// Maps an upstream error status and body to a failover decision (PROTOCOLS.md §1.7).
+/// Maps an upstream error status and body to a failover decision (docs/PROTOCOLS.md §1.7).
 /// The upstream's text is scrubbed of every secret here, the one place it enters corral;
 /// a refused credential (401/403) is not quoted at all: providers echo the key they saw.
 pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -> Failure {

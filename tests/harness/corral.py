@@ -70,12 +70,12 @@ def toml_value(v):
 
 def render_config(*, listen_port: int, db_url: str, redis_url: str = "", sims=(),
                   backend_extra=None, key_pools=(), extra_toml: str = "", workers: int = 2,
-                  shutdown_grace: str = "10s") -> str:
+                  shutdown_grace: str = "10s", server_toml: str = "") -> str:
     """One corral TOML; `sims` are Sim objects or (name, url) pairs. `backend_extra` maps a
     backend name to more keys of its `[[backends]]` table (priority 1 and a 500 ms poll
-    unless given)."""
+    unless given); `server_toml` holds more `[server]` lines."""
     lines = ["[server]", f'listen = "127.0.0.1:{listen_port}"', f'shutdown_grace = "{shutdown_grace}"',
-             f"workers = {workers}", "[database]", f"url = {toml_value(db_url)}",
+             f"workers = {workers}", server_toml, "[database]", f"url = {toml_value(db_url)}",
              "[redis]", f"url = {toml_value(redis_url)}"]
     for s in sims:
         name, url = (s.name, s.url) if isinstance(s, Sim) else s
@@ -187,7 +187,7 @@ class Cluster:
                  db_url: str | None = None, backend_extra=None, key_pools=(),
                  extra_toml: str = "", env=None, workers: int = 2, start: bool = True,
                  shutdown_grace: str = "10s", name: str = "cluster", wait_ready: bool = True,
-                 users: bool = True):
+                 users: bool = True, server_toml: str = ""):
         self.workdir, self.env, self.name = Path(workdir), dict(env or {}), name
         self.db_url = db_url or f"sqlite://{workdir}/{name}.db"
         self.redis = redis
@@ -195,7 +195,8 @@ class Cluster:
         self.config_path.write_text(render_config(
             listen_port=free_port(), db_url=self.db_url, redis_url=redis.url if redis else "",
             sims=sims, backend_extra=backend_extra, key_pools=key_pools,
-            extra_toml=extra_toml, workers=workers, shutdown_grace=shutdown_grace))
+            extra_toml=extra_toml, workers=workers, shutdown_grace=shutdown_grace,
+            server_toml=server_toml))
         self.replicas = [Replica(self, i) for i in range(replicas)]
         self.admin_token = None
         self.user_token = None

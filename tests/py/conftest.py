@@ -48,11 +48,11 @@ def start_gateway(started, workdir):
     """One gateway over `sims` (priority 1, 2... in order), SQLite in the test's directory;
     with `users`, `admin_token` and `user_token` are set."""
 
-    def start(sims, extra_toml="", backend_extra=None, users=True, env=None, name="gw"):
+    def start(sims, extra_toml="", backend_extra=None, users=True, env=None, name="gw", server_toml=""):
         extra = {s.name: {"priority": i + 1, **(backend_extra or {}).get(s.name, {})}
                  for i, s in enumerate(sims)}
         gw = Gateway(workdir, sims, name=name, backend_extra=extra, extra_toml=extra_toml,
-                     env=env, users=users, shutdown_grace="5s", start=False)
+                     env=env, users=users, shutdown_grace="5s", start=False, server_toml=server_toml)
         started.append(gw)
         gw.start()
         return gw
