@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// Most memory all request bodies still arriving may hold together; past it a new
     /// body gets 503 with Retry-After.
     pub body_memory: ByteSize,
+    /// Bytes of non-streamed upstream answers held in memory at once, all requests
+    /// together; a request whose answer would pass this fails at once with 503.
+    pub max_buffered_answers: ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +62,7 @@ impl Default for ServerConfig {
             head_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             body_memory: ByteSize::mib(512),
+            max_buffered_answers: ByteSize::mib(256),
         }
     }
 }
@@ -170,6 +174,9 @@ pub struct BackendConfig {
     /// Longest silence allowed between two chunks of a streamed answer.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Longest a non-streamed answer may take from its first byte to its last.
+    #[serde(with = "humantime_serde")]
+    pub answer_timeout: Duration,
     /// How often `/api/tags`, `/api/ps` and `/api/version` are polled.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -196,6 +203,7 @@ impl Default for BackendConfig {
             connect_timeout: Duration::from_secs(5),
             first_byte_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(180),
+            answer_timeout: Duration::from_secs(600),
             poll_interval: Duration::from_secs(10),
             tls_ca: None,
             proxy: None,
@@ -483,7 +491,10 @@ impl Config {
                     "list the models an openai/anthropic upstream serves".into(),
                 );
             }
-            if b.first_byte_timeout.is_zero() || b.idle_timeout.is_zero() {
+            if b.first_byte_timeout.is_zero()
+                || b.idle_timeout.is_zero()
+                || b.answer_timeout.is_zero()
+            {
                 bad(at("first_byte_timeout"), "timeouts must be positive".into());
             }
             if let Some(ca) = &b.tls_ca {

@@ -52,6 +52,8 @@ pub struct Gateway {
     pub dedup: api::dedup::Dedup,
     /// Memory held by request bodies still arriving, shared by every worker.
     pub bodies: api::body::BodyBudget,
+    /// Bytes of non-streamed answers buffered by every worker (`server.max_buffered_answers`).
+    pub answers: Arc<upstream::AnswerBudget>,
     draining: AtomicBool,
 }
 
@@ -115,6 +117,9 @@ impl Gateway {
             auto: routing::auto::AutoRouter::new(&config.routing),
             dedup: api::dedup::Dedup::new(config.routing.dedup_window),
             bodies: api::body::BodyBudget::new(config.server.body_memory.as_u64() as usize),
+            answers: Arc::new(upstream::AnswerBudget::new(
+                usize::try_from(config.server.max_buffered_answers.as_u64()).unwrap_or(usize::MAX),
+            )),
             config,
             metrics,
             fleet,
@@ -178,7 +183,7 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let clients = web::Data::new(UpstreamClients::new(gw.fleet.backends()));
+    let clients = web::Data::new(UpstreamClients::new(gw.fleet.backends(), &gw.metrics));
     let (gw_store, gw_auth, gw_keys) = (gw.store.clone(), gw.auth.clone(), gw.keys.clone());
     let origins = &gw.config.server.cors_origins;
     let cors = middleware::Condition::new(!origins.is_empty(), api::cors::layer(origins));

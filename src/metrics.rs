@@ -19,6 +19,7 @@ pub struct Metrics {
     pub key_state: IntGaugeVec,
     pub upstream_errors: IntCounterVec,
     pub failovers: IntCounterVec,
+    pub upstream_resends: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub log_queue_depth: IntGauge,
     pub log_dropped: IntCounter,
@@ -103,6 +104,12 @@ impl Metrics {
             "Requests moved to another backend or model, by reason.",
             &["reason"],
         );
+        let upstream_resends = counter(
+            "corral_upstream_resends_total",
+            "Requests sent upstream again after a failed attempt, by the backend that failed \
+             and why the resend was safe.",
+            &["backend", "reason"],
+        );
         let rate_limited = counter(
             "corral_rate_limited_total",
             "Requests refused or retried because of a rate limit.",
@@ -147,6 +154,7 @@ impl Metrics {
             key_state,
             upstream_errors,
             failovers,
+            upstream_resends,
             rate_limited,
             log_queue_depth,
             log_dropped,
@@ -180,6 +188,9 @@ impl Metrics {
         for backend in backends {
             for reason in REASONS {
                 self.upstream_errors.with_label_values(&[backend, reason]);
+            }
+            for reason in crate::upstream::RESEND_REASONS {
+                self.upstream_resends.with_label_values(&[backend, reason]);
             }
         }
         self.log_dropped.inc_by(0);

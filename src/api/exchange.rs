@@ -324,6 +324,11 @@ fn relay_stream(
                 Ok(Some(Ok(chunk))) => relay.chunk(&chunk, &mut out).map(|()| false),
                 Ok(None) => relay.end(&mut out).map(|()| true),
             };
+            // Whatever else the upstream already sent goes to the client in the same write.
+            let outcome = match outcome {
+                Ok(false) => batch(&mut upstream, &mut relay, &mut out),
+                other => other,
+            };
             if !out.is_empty() {
                 yield Ok(out.split().freeze());
             }
@@ -342,4 +347,31 @@ fn relay_stream(
             }
         }
     }
+}
+
+/// Most client bytes gathered from ready upstream frames before they are written.
+const BATCH_MAX: usize = 64 * 1024;
+
+/// Feeds `relay` the body frames that are ready now, without waiting, up to [`BATCH_MAX`]
+/// bytes of output: true when the body ended among them.
+fn batch(
+    upstream: &mut Upstream,
+    relay: &mut Relay,
+    out: &mut BytesMut,
+) -> Result<bool, GatewayError> {
+    use futures_util::FutureExt as _;
+    while out.len() < BATCH_MAX {
+        match upstream.body.next().now_or_never() {
+            None => return Ok(false),
+            Some(Some(Ok(chunk))) => relay.chunk(&chunk, out)?,
+            Some(None) => return relay.end(out).map(|()| true),
+            Some(Some(Err(e))) => {
+                return Err(GatewayError::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!("backend {} broke off: {e}", upstream.backend.name),
+                ));
+            }
+        }
+    }
+    Ok(false)
 }

@@ -217,6 +217,7 @@ impl State {
             first,
             body,
             ttfb,
+            buffered,
             ..
         } = served;
         let backend = lease.backend.clone();
@@ -231,6 +232,7 @@ impl State {
             backend,
             first,
             body,
+            buffered,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct Served {
     pub first: Option<Bytes>,
     pub body: BodyStream,
     pub ttfb: Duration,
+    /// What a whole-read answer holds of `server.max_buffered_answers`, given back on drop.
+    pub buffered: upstream::Claim,
 }
 
 impl Served {
@@ -38,6 +40,8 @@ pub struct Upstream {
     pub backend: Arc<BackendInfo>,
     pub first: Option<Bytes>,
     pub body: BodyStream,
+    /// What a whole-read answer holds of `server.max_buffered_answers`, given back on drop.
+    pub buffered: upstream::Claim,
 }
 
 /// Places `model` (then its fallbacks) and sends the call `build` makes for each backend,
@@ -51,11 +55,12 @@ pub async fn open(
     let fallbacks = gw.config.routing.fallbacks.get(model);
     let chain = std::iter::once(model).chain(fallbacks.into_iter().flatten().map(String::as_str));
     let mut last: Option<GatewayError> = None;
+    let mut resends = upstream::Resends::default();
     for (step, candidate) in chain.enumerate() {
         if step > 0 {
             gw.metrics.failovers.with_label_values(&["fallback"]).inc();
         }
-        match try_model(gw, clients, candidate, build).await {
+        match try_model(gw, clients, candidate, build, &mut resends).await {
             Ok(served) => return Ok(served),
             Err(e)
                 if e.retryable || matches!(e.kind, ErrorKind::NotFound | ErrorKind::NoCapacity) =>
@@ -82,10 +87,10 @@ async fn try_model(
     clients: &UpstreamClients,
     model: &str,
     build: &dyn Fn(&BackendInfo, &str) -> Result<Call, GatewayError>,
+    resends: &mut upstream::Resends,
 ) -> Result<Served, GatewayError> {
     let mut exclude = Vec::new();
     let mut last: Option<GatewayError> = None;
-    let mut stale_retried = false;
     for _ in 0..gw.config.routing.max_attempts {
         let place = PlaceRequest {
             model,
@@ -97,19 +102,13 @@ async fn try_model(
             Err(e) => return Err(last.unwrap_or(e)),
         };
         let backend = lease.backend.clone();
-        match try_backend(gw, clients, lease, build).await {
+        match try_backend(gw, clients, lease, build, resends).await {
             Ok(served) => return Ok(served),
-            Err(f) => {
-                if !f.error.retryable {
+            Err(mut f) => {
+                if !f.error.retryable || !resends.allow(&backend, &mut f) {
                     return Err(f.error);
                 }
-                // A pooled connection closed by the upstream while idle fails on first
-                // write; that is safe to retry once on the same backend.
-                if f.reason == FailureReason::Protocol && !stale_retried {
-                    stale_retried = true;
-                } else {
-                    exclude.push(backend.id);
-                }
+                exclude.push(backend.id);
                 gw.metrics
                     .failovers
                     .with_label_values(&[f.reason.as_str()])
@@ -131,11 +130,12 @@ async fn try_backend(
     clients: &UpstreamClients,
     lease: Lease,
     build: &dyn Fn(&BackendInfo, &str) -> Result<Call, GatewayError>,
+    resends: &mut upstream::Resends,
 ) -> Result<Served, upstream::Failure> {
     let backend = lease.backend.clone();
     let model = lease.model.clone();
     let Some(client) = clients.get(backend.id) else {
-        return Err(upstream::Failure::new(
+        return Err(upstream::Failure::unsent(
             GatewayError::internal("backend has no client"),
             FailureReason::Protocol,
         ));
@@ -160,7 +160,7 @@ async fn try_backend(
                     lease.failed(FailureReason::Overloaded);
                     let retryable =
                         e.kind != ErrorKind::RateLimited || gw.fleet.backends().len() > 1;
-                    return Err(upstream::Failure::new(
+                    return Err(upstream::Failure::unsent(
                         e.with_retryable(retryable),
                         FailureReason::Overloaded,
                     ));
@@ -169,13 +169,14 @@ async fn try_backend(
             None => None,
         };
         let mut call = build(&backend, &model)
-            .map_err(|e| upstream::Failure::new(e, FailureReason::Client4xx))?;
+            .map_err(|e| upstream::Failure::unsent(e, FailureReason::Client4xx))?;
         if let Some(h) = upstream::credential(&backend, key.as_ref().map(|k| k.secret())) {
             call.headers.push(h);
         }
+        resends.sending(&gw.metrics);
         let sent_at = Instant::now();
         let deadline = sent_at + backend.config.first_byte_timeout;
-        let failure = match upstream::send(client, &backend, call, deadline).await {
+        let mut failure = match upstream::send(client, &backend, call, deadline).await {
             Ok(mut opened) => {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(remaining, opened.body.next()).await {
@@ -188,6 +189,7 @@ async fn try_backend(
                             first: first.and_then(Result::ok),
                             body: opened.body,
                             ttfb: sent_at.elapsed(),
+                            buffered: gw.answers.claim(),
                         });
                     }
                     Ok(Some(Err(e))) => upstream::Failure::new(
@@ -197,6 +199,7 @@ async fn try_backend(
                         ),
                         FailureReason::Protocol,
                     ),
+                    // `opened` is dropped with its connection: the upstream sees the close.
                     Err(_) => upstream::Failure::new(
                         GatewayError::new(
                             ErrorKind::UpstreamTimeout,
@@ -223,7 +226,7 @@ async fn try_backend(
                     refused.push(k.clone());
                 }
                 gw.keys.report(k, outcome);
-                if tries < KEY_TRIES {
+                if tries < KEY_TRIES && resends.allow(&backend, &mut failure) {
                     tracing::info!(backend = %backend.name, key = %k.prefix(), "upstream key refused; trying another key");
                     if auth_failed {
                         last_refusal = Some(failure);
@@ -256,37 +259,56 @@ fn key_outcome(f: &upstream::Failure, model: &str) -> Option<KeyOutcome> {
     }
 }
 
-/// Reads a whole (non-streamed) upstream answer within the idle limit.
+/// Reads a whole (non-streamed) upstream answer within the idle limit and the backend's
+/// `answer_timeout`, holding its bytes against `server.max_buffered_answers`.
 pub async fn collect(served: &mut Upstream, limit: usize) -> Result<Bytes, GatewayError> {
-    let idle = served.backend.config.idle_timeout;
+    let config = &served.backend.config;
+    let (idle, deadline) = (config.idle_timeout, Instant::now() + config.answer_timeout);
+    let name = served.backend.name.clone();
     let mut buf = BytesMut::new();
-    if let Some(first) = served.first.take() {
-        buf.extend_from_slice(&first);
-    }
+    let mut next = served.first.take();
     loop {
-        match tokio::time::timeout(idle, served.body.next()).await {
-            Err(_) => {
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!("backend {} stopped responding", served.backend.name),
-                ));
-            }
-            Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(e))) => {
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamProtocol,
-                    format!("backend {} broke off: {e}", served.backend.name),
-                ));
-            }
-            Ok(Some(Ok(chunk))) => {
-                if buf.len() + chunk.len() > limit {
-                    return Err(GatewayError::new(
-                        ErrorKind::UpstreamProtocol,
-                        format!("upstream answer larger than {limit} bytes"),
-                    ));
+        let chunk = match next.take() {
+            Some(chunk) => chunk,
+            None => {
+                let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
+                match tokio::time::timeout(wait, served.body.next()).await {
+                    Err(_) if Instant::now() >= deadline => {
+                        return Err(GatewayError::new(
+                            ErrorKind::UpstreamTimeout,
+                            format!("backend {name} did not finish its answer in time"),
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(GatewayError::new(
+                            ErrorKind::UpstreamTimeout,
+                            format!("backend {name} stopped responding"),
+                        ));
+                    }
+                    Ok(None) => return Ok(buf.freeze()),
+                    Ok(Some(Err(e))) => {
+                        return Err(GatewayError::new(
+                            ErrorKind::UpstreamProtocol,
+                            format!("backend {name} broke off: {e}"),
+                        ));
+                    }
+                    Ok(Some(Ok(chunk))) => chunk,
                 }
-                buf.extend_from_slice(&chunk);
             }
+        };
+        if buf.len() + chunk.len() > limit {
+            return Err(GatewayError::new(
+                ErrorKind::UpstreamProtocol,
+                format!("upstream answer larger than {limit} bytes"),
+            ));
         }
+        if !served.buffered.grow(chunk.len()) {
+            return Err(GatewayError::new(
+                ErrorKind::NoCapacity,
+                "too many answers are being buffered (server.max_buffered_answers); try again",
+            )
+            .with_retryable(false));
+        }
+        buf.extend_from_slice(&chunk);
     }
 }

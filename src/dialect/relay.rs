@@ -337,6 +337,13 @@ pub struct OllamaRelay {
     usage: Option<(u64, u64)>,
 }
 
+/// The fields of an Ollama stream line that decide how it is handled.
+#[derive(serde::Deserialize)]
+struct LinePeek {
+    done: Option<bool>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
 impl OllamaRelay {
     pub fn new(rewrite: Option<String>) -> OllamaRelay {
         OllamaRelay {
@@ -359,12 +366,14 @@ impl OllamaRelay {
         if self.done {
             return Ok(());
         }
-        let is_error = line.starts_with(b"{\"error\"");
-        let is_done = contains(line, b"\"done\":true");
+        // Validates the line and reads the two fields that decide its handling, whatever
+        // their order or spacing, without building a tree.
+        let peek: LinePeek = serde_json::from_slice(line).map_err(garbage)?;
+        let is_error = peek.error.is_some();
+        let is_done = peek.done == Some(true);
         let thinks = self.hide_thinking && contains(line, b"\"thinking\"");
         if !is_error && !is_done && !thinks && self.rewrite.is_none() && !needs_escape(line) {
-            // The hot path: validate without building a tree, forward the bytes.
-            serde_json::from_slice::<serde::de::IgnoredAny>(line).map_err(garbage)?;
+            // The hot path: forward the bytes.
             out.extend_from_slice(line);
             out.extend_from_slice(b"\n");
             return Ok(());
@@ -372,7 +381,10 @@ impl OllamaRelay {
         let mut v: Value = serde_json::from_slice(line).map_err(garbage)?;
         if let Some(e) = v.get("error") {
             let message = e.as_str().map_or_else(|| e.to_string(), str::to_string);
-            return Err(GatewayError::new(ErrorKind::UpstreamStatus, message));
+            return Err(crate::upstream::from_upstream(
+                ErrorKind::UpstreamStatus,
+                message,
+            ));
         }
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             self.done = true;
@@ -501,6 +513,20 @@ mod tests {
         res.unwrap();
         assert_eq!(out.lines().count(), 2);
         assert_eq!(r.usage(), Some((3, 5)));
+    }
+
+    #[test]
+    fn the_ollama_end_is_read_from_done_whatever_the_spacing_and_key_order() {
+        for last in [
+            "{\"model\":\"m\", \"done\": true, \"eval_count\": 2}\n",
+            "{ \"eval_count\" : 2 ,\"done\"\t:\ttrue , \"model\":\"m\" }\n",
+        ] {
+            let mut r = ollama(None);
+            let (out, res) = run(&mut r, &[b"{\"done\": false}\n", last.as_bytes()]);
+            res.unwrap();
+            assert_eq!(out.lines().count(), 2, "{out}");
+            assert_eq!(r.usage(), Some((0, 2)));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Talking to upstreams: per-worker clients, request sending with separate connect,
-//! first-byte and idle limits, and classification of upstream failures.
+//! first-byte and idle limits, classification of upstream failures, the resend policy,
+//! and the global budget for buffered answers.
 
 pub mod client;
 pub mod kind;
@@ -8,6 +9,7 @@ pub mod proxy;
 use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
@@ -30,13 +32,22 @@ pub struct UpstreamClients {
 }
 
 impl UpstreamClients {
-    pub fn new(backends: &[Arc<BackendInfo>]) -> UpstreamClients {
+    pub fn new(
+        backends: &[Arc<BackendInfo>],
+        metrics: &crate::metrics::Metrics,
+    ) -> UpstreamClients {
         let clients = backends
             .iter()
             .map(|b| {
-                Client::new(&b.base_url, &Reach::of(&b.config))
+                let client = Client::new(&b.base_url, &Reach::of(&b.config))
                     .map_err(|e| tracing::error!(backend = %b.name, error = %e, "backend unusable"))
-                    .ok()
+                    .ok()?;
+                client.count_stale_resends(
+                    metrics
+                        .upstream_resends
+                        .with_label_values(&[b.name.as_str(), STALE_CONNECTION]),
+                );
+                Some(client)
             })
             .collect();
         UpstreamClients { clients }
@@ -81,9 +92,13 @@ pub struct Failure {
     pub status: Option<u16>,
     pub retry_after: Option<Duration>,
     pub body: String,
+    /// Whether the upstream may have received the request: false only when nothing was
+    /// written (no connection, no key, no client).
+    pub written: bool,
 }
 
 impl Failure {
+    /// A failure after the request may have reached the upstream.
     pub fn new(error: GatewayError, reason: FailureReason) -> Failure {
         Failure {
             error,
@@ -91,7 +106,144 @@ impl Failure {
             status: None,
             retry_after: None,
             body: String::new(),
+            written: true,
         }
+    }
+
+    /// A failure before anything was sent.
+    pub fn unsent(error: GatewayError, reason: FailureReason) -> Failure {
+        Failure {
+            written: false,
+            ..Failure::new(error, reason)
+        }
+    }
+}
+
+/// The `reason` label of a request sent again because its pooled connection was found
+/// closed before the request was written (counted by the client itself).
+pub const STALE_CONNECTION: &str = "stale_connection";
+
+/// Every `reason` label of `corral_upstream_resends_total`.
+pub const RESEND_REASONS: &[&str] = &[
+    "connect",
+    STALE_CONNECTION,
+    "first_byte_timeout",
+    "status_5xx",
+    "overloaded",
+    "out_of_memory",
+    "model_not_found",
+];
+
+/// The resend policy: may the request of failed attempt `f` be sent again (to the same or
+/// another backend), and under which `reason` label? Without question only when the
+/// upstream cannot have received it. Once written, only on the upstream's word that it did
+/// not process it (an error status before any answer body: 5xx, 429/503, out of memory,
+/// model not found) or a first-byte timeout, on which corral has closed the connection so
+/// that the upstream cancels. A malformed answer or a connection dropped after the write
+/// is an error for this request: a resend could bill a generation twice.
+pub fn resend_reason(f: &Failure) -> Option<&'static str> {
+    if !f.written {
+        return Some("connect");
+    }
+    match f.reason {
+        FailureReason::Timeout => Some("first_byte_timeout"),
+        FailureReason::Status5xx
+        | FailureReason::Overloaded
+        | FailureReason::OutOfMemory
+        | FailureReason::ModelNotFound
+            if f.status.is_some() =>
+        {
+            Some(f.reason.as_str())
+        }
+        _ => None,
+    }
+}
+
+/// The one resend a failed attempt earned, counted when the request actually goes out
+/// again (a failover that finds no other backend sends nothing).
+#[derive(Default)]
+pub struct Resends {
+    owed: Option<(String, &'static str)>,
+}
+
+impl Resends {
+    /// Applies [`resend_reason`] to `f`: true when another attempt may follow; otherwise
+    /// the error is made final, so that no fallback model sends it again either.
+    pub fn allow(&mut self, backend: &BackendInfo, f: &mut Failure) -> bool {
+        match resend_reason(f) {
+            Some(reason) => {
+                self.owed = Some((backend.name.clone(), reason));
+                true
+            }
+            None => {
+                self.owed = None;
+                f.error.retryable = false;
+                false
+            }
+        }
+    }
+
+    /// Call just before an attempt is sent: counts the resend it is, if it is one.
+    pub fn sending(&mut self, metrics: &crate::metrics::Metrics) {
+        if let Some((backend, reason)) = self.owed.take() {
+            metrics
+                .upstream_resends
+                .with_label_values(&[backend.as_str(), reason])
+                .inc();
+        }
+    }
+}
+
+/// Bytes of non-streamed answers held in memory at once by every request of the process
+/// together (`server.max_buffered_answers`).
+pub struct AnswerBudget {
+    used: AtomicUsize,
+    cap: usize,
+}
+
+impl AnswerBudget {
+    pub fn new(cap: usize) -> AnswerBudget {
+        AnswerBudget {
+            used: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    /// An empty claim on the budget, grown as an answer is read.
+    pub fn claim(self: &Arc<Self>) -> Claim {
+        Claim {
+            budget: self.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+/// Bytes one answer holds of the [`AnswerBudget`]; given back on drop.
+pub struct Claim {
+    budget: Arc<AnswerBudget>,
+    bytes: usize,
+}
+
+impl Claim {
+    /// Takes `n` more bytes; false (and nothing taken) when that would pass the cap.
+    pub fn grow(&mut self, n: usize) -> bool {
+        let b = &self.budget;
+        let taken = b
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= b.cap)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += n;
+        }
+        taken
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -139,6 +291,7 @@ pub async fn send(
     )
     .await;
     let resp = match sent {
+        // Dropping the call closed its connection: the upstream sees the request cancelled.
         Err(_) => {
             return Err(Failure::new(
                 GatewayError::new(
@@ -178,12 +331,15 @@ fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
     let reason = failure_reason(&e);
     let kind = match reason {
         FailureReason::Timeout => ErrorKind::UpstreamTimeout,
+        FailureReason::Protocol => ErrorKind::UpstreamProtocol,
         _ => ErrorKind::UpstreamConnect,
     };
-    Failure::new(
-        GatewayError::new(kind, format!("backend {}: {e}", backend.name)),
-        reason,
-    )
+    let error = GatewayError::new(kind, format!("backend {}: {e}", backend.name));
+    if e.unsent() {
+        Failure::unsent(error, reason)
+    } else {
+        Failure::new(error, reason)
+    }
 }
 
 /// Maps an upstream error status and body to a failover decision (docs/PROTOCOLS.md §1.7).
@@ -217,7 +373,7 @@ pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -
         _ if !retryable => message.clone(),
         _ => format!("backend {}: {message}", backend.name),
     };
-    let error = GatewayError::new(kind, shown)
+    let error = from_upstream(kind, shown)
         .with_retryable(retryable)
         .with_upstream_status(code);
     Failure {
@@ -226,7 +382,13 @@ pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -
         status: Some(code),
         retry_after: None,
         body: message,
+        written: true,
     }
+}
+
+/// The one place where error text an upstream wrote becomes an error a client may see.
+pub fn from_upstream(kind: ErrorKind, text: String) -> GatewayError {
+    GatewayError::new(kind, text)
 }
 
 /// The human text of an upstream error body in any of the three shapes.

@@ -14,7 +14,13 @@
 use std::net::IpAddr;
 
 use base64::Engine as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use futures_util::future::Either;
+use http::header::{self, HeaderValue};
+use http::{Method, Request};
+use http_body_util::Empty;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// Longest `CONNECT` answer head read.
@@ -182,58 +188,58 @@ fn in_cidr(ip: IpAddr, net: &str, bits: &str) -> bool {
     }
 }
 
-/// Asks the proxy on `tcp` for a tunnel to `target` (`host:port`). After `Ok` the stream
-/// carries the upstream's bytes.
-pub async fn tunnel(tcp: &mut TcpStream, proxy: &Proxy, target: &str) -> Result<(), String> {
-    let mut ask = format!("CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n");
-    if let Some(auth) = &proxy.authorization {
-        ask.push_str("proxy-authorization: ");
-        ask.push_str(auth);
-        ask.push_str("\r\n");
-    }
-    ask.push_str("\r\n");
+/// Asks the proxy on `tcp` for a tunnel to `target` (`host:port`) and gives the stream
+/// back once the proxy agreed: from then on it carries the upstream's bytes.
+pub async fn tunnel(tcp: TcpStream, proxy: &Proxy, target: &str) -> Result<TcpStream, String> {
     let failed = |e: &dyn std::fmt::Display| format!("proxy {}: {e}", proxy.shown);
-    tcp.write_all(ask.as_bytes())
+    let mut ask = Request::builder()
+        .method(Method::CONNECT)
+        .uri(target)
+        .header(header::HOST, target);
+    if let Some(auth) = &proxy.authorization {
+        let mut value = HeaderValue::from_str(auth).map_err(|e| failed(&e))?;
+        value.set_sensitive(true);
+        ask = ask.header(header::PROXY_AUTHORIZATION, value);
+    }
+    let ask = ask.body(Empty::<Bytes>::new()).map_err(|e| failed(&e))?;
+    let (mut sender, connection) = http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
         .await
         .map_err(|e| failed(&e))?;
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = tcp.read(&mut chunk).await.map_err(|e| failed(&e))?;
-        if n == 0 {
-            return Err(failed(&"closed the connection before answering CONNECT"));
+    // The connection is driven here until hyper hands its socket over: no task.
+    let mut connection = std::pin::pin!(connection.without_shutdown());
+    let asked = async {
+        let answer = sender.send_request(ask).await.map_err(|e| failed(&e))?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err(failed(&format_args!(
+                "answered {} {} to CONNECT {target}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )));
         }
-        head.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut answer = httparse::Response::new(&mut headers);
-        match answer.parse(&head) {
-            Ok(httparse::Status::Complete(len)) => {
-                let code = answer.code.unwrap_or(0);
-                if !(200..300).contains(&code) {
-                    let reason = answer.reason.unwrap_or("");
-                    return Err(failed(&format_args!(
-                        "answered {code} {reason} to CONNECT {target}"
-                    )));
-                }
-                // The upstream speaks only after the client's TLS hello: nothing may follow.
-                if len != head.len() {
-                    return Err(failed(&"sent bytes after its CONNECT answer"));
-                }
-                return Ok(());
-            }
-            Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(failed(&"CONNECT answer head too large"));
-            }
-            Err(e) => return Err(failed(&format_args!("bad CONNECT answer: {e}"))),
-        }
+        Ok(())
+    };
+    let asked = std::pin::pin!(asked);
+    let parts = match futures_util::future::select(asked, connection.as_mut()).await {
+        Either::Left((Ok(()), connection)) => connection.await.map_err(|e| failed(&e))?,
+        Either::Left((Err(e), _)) => return Err(e),
+        // The proxy may have answered and closed at once: its answer still decides.
+        Either::Right((ended, asked)) => asked.await.and(ended.map_err(|e| failed(&e)))?,
+    };
+    // The upstream speaks only after the client's TLS hello: nothing may follow.
+    if !parts.read_buf.is_empty() {
+        return Err(failed(&"sent bytes after its CONNECT answer"));
     }
+    Ok(parts.io.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -353,8 +359,8 @@ mod tests {
     async fn try_tunnel(reply: &'static [u8]) -> (Result<(), String>, String) {
         let (port, asked) = fake_proxy(reply).await;
         let p = parse(&format!("http://u:pw@127.0.0.1:{port}")).unwrap();
-        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let out = tunnel(&mut tcp, &p, "ollama.com:443").await;
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let out = tunnel(tcp, &p, "ollama.com:443").await.map(|_| ());
         (out, asked.await.unwrap())
     }
 
@@ -386,8 +392,16 @@ mod tests {
                 .contains("bytes after its CONNECT answer")
         );
         let (closed, _) = try_tunnel(b"HTTP/1.1 200").await;
-        assert!(closed.unwrap_err().contains("closed the connection"));
+        let e = closed.unwrap_err();
+        assert!(
+            e.starts_with("proxy http://127.0.0.1:") && !e.contains("pw"),
+            "{e}"
+        );
         let (garbage, _) = try_tunnel(b"SSH-2.0-OpenSSH\r\n\r\n").await;
-        assert!(garbage.unwrap_err().contains("bad CONNECT answer"));
+        let e = garbage.unwrap_err();
+        assert!(
+            e.starts_with("proxy http://127.0.0.1:") && !e.contains("pw"),
+            "{e}"
+        );
     }
 }

@@ -15,7 +15,13 @@ export const CORRAL = process.env.CORRAL_BIN || join(ROOT, 'target', 'debug', 'c
 export const BIN = join(HERE, 'node_modules', '.bin');
 
 const TEMP_DIRS = [];
-process.on('exit', () => TEMP_DIRS.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const STARTED = [];
+// A test file that ends without its `after` hook (a failed `before`, an uncaught error) still
+// stops what it started and removes its directories.
+process.on('exit', () => {
+  STARTED.forEach(stop);
+  TEMP_DIRS.forEach((d) => rmSync(d, { recursive: true, force: true }));
+});
 
 /** A fresh directory under the system's temp dir, removed when the test file's process exits. */
 export function tempDir(prefix) {
@@ -55,7 +61,9 @@ async function waitHttp(url, proc, timeoutMs = 20000) {
 
 function start(args, logPath, env) {
   const log = openSync(logPath, 'a');
-  return spawn(CORRAL, args, { stdio: ['ignore', log, log], env: { ...process.env, ...env } });
+  const proc = spawn(CORRAL, args, { stdio: ['ignore', log, log], env: { ...process.env, ...env } });
+  STARTED.push(proc);
+  return proc;
 }
 
 function stop(proc) {
