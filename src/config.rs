@@ -288,6 +288,16 @@ pub struct RoutingConfig {
     /// and for this long after its answer; `0s` turns sharing off.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// What a non-admin's Ollama `keep_alive` does: `pass`, `drop`, or `MIN..MAX` (humantime)
+    /// to clamp it, so `0` (unload now) becomes MIN and `-1` (forever) becomes MAX.
+    /// Admins' values always pass.
+    pub client_keep_alive: String,
+    /// `anthropic-beta` values forwarded upstream (the operator's key pays for them); the
+    /// others are removed from the header.
+    pub anthropic_betas: Vec<String>,
+    /// Top-level body fields removed from every client request before it is forwarded
+    /// (`mcp_servers` would make an upstream call out to servers a client names).
+    pub dropped_fields: Vec<String>,
 }
 
 impl Default for RoutingConfig {
@@ -304,6 +314,20 @@ impl Default for RoutingConfig {
             auto_models: vec!["auto".into()],
             models: Vec::new(),
             dedup_window: Duration::from_secs(2),
+            client_keep_alive: "1m..1h".into(),
+            anthropic_betas: [
+                "claude-code-20250219",
+                "interleaved-thinking-2025-05-14",
+                "fine-grained-tool-streaming-2025-05-14",
+                "token-efficient-tools-2025-02-19",
+                "prompt-caching-2024-07-31",
+                "context-1m-2025-08-07",
+                "context-management-2025-06-27",
+                "output-128k-2025-02-19",
+            ]
+            .map(String::from)
+            .to_vec(),
+            dropped_fields: vec!["mcp_servers".into()],
         }
     }
 }
@@ -379,6 +403,9 @@ impl Config {
         }
         if self.server.body_limit.as_u64() < 1024 {
             bad("server.body_limit".into(), "must be at least 1KiB".into());
+        }
+        if let Err(e) = crate::api::policy::KeepAlive::parse(&self.routing.client_keep_alive) {
+            bad("routing.client_keep_alive".into(), e);
         }
         for (i, origin) in self.server.cors_origins.iter().enumerate() {
             if let Err(why) = check_origin(origin, self.server.cors_origins.len()) {

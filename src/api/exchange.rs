@@ -64,6 +64,7 @@ impl Exchange {
         let body = super::read_body(payload, req, limit)
             .await
             .map_err(refuse)?;
+        let body = super::policy::client_body(&gw.config.routing, caller.admin, body);
         let inbound = decode(body.clone()).map_err(refuse)?;
         let mut record = Record::new(gw.clone(), req, dialect, caller.name, inbound.model, body);
         // A generating request reserves its whole possible answer too, so parallel requests

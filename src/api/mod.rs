@@ -19,6 +19,7 @@ pub mod health;
 pub mod manage;
 pub mod ollama;
 pub mod openai;
+pub mod policy;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -55,7 +56,7 @@ const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 /// anything reads it. One middleware rather than several: each `from_fn` layer costs
 /// every request a boxed future.
 pub async fn request_head(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
     let given = req
@@ -84,6 +85,7 @@ pub async fn request_head(
         req.into_response(resp).map_into_right_body()
     } else {
         req.extensions_mut().insert(RequestId(id, given));
+        policy::filter_betas(&mut req);
         next.call(req).await?.map_into_left_body()
     };
     let hint = crate::error::should_retry(res.status());

@@ -95,7 +95,7 @@ def test_1_stalled_unauthenticated_uploads_cost_little_and_close_at_once(gw):
     assert slowest < 30
     # actix's per-connection read buffer (up to 128 KiB while it drains what the client sent
     # during its 1 s close linger) is what remains; the body itself is never buffered.
-    assert (peak - rss0) < 256 * 1024, (rss0, peak)
+    assert (peak - rss0) < 400 * 1024, (rss0, peak)
     assert served == [200] * 5
 
     # With a token, a stalled body is answered 408 within body_timeout (2 s here).

@@ -1,0 +1,211 @@
+//! Operator policy over what clients may steer on shared upstreams: a user's Ollama
+//! `keep_alive` (unloading a model others use, or pinning it forever) is passed, dropped or
+//! clamped before the request is decoded (admins' values pass); body fields such as
+//! `mcp_servers` are dropped, and only listed `anthropic-beta` values are forwarded.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use actix_web::dev::ServiceRequest;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::web;
+
+use crate::Gateway;
+use crate::config::RoutingConfig;
+
+/// `[routing] client_keep_alive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    Pass,
+    Drop,
+    Clamp(Duration, Duration),
+}
+
+impl KeepAlive {
+    pub fn parse(s: &str) -> Result<KeepAlive, String> {
+        match s.trim() {
+            "pass" => Ok(KeepAlive::Pass),
+            "drop" => Ok(KeepAlive::Drop),
+            range => {
+                let bad = || format!("`{s}` is not pass, drop or a range like 1m..1h");
+                let (lo, hi) = range.split_once("..").ok_or_else(bad)?;
+                let lo = humantime::parse_duration(lo.trim()).map_err(|_| bad())?;
+                let hi = humantime::parse_duration(hi.trim()).map_err(|_| bad())?;
+                if lo > hi {
+                    return Err(format!("`{s}`: the lower bound is above the upper one"));
+                }
+                Ok(KeepAlive::Clamp(lo, hi))
+            }
+        }
+    }
+
+    /// The `keep_alive` to send for a client's value; `None` drops it.
+    fn apply(self, given: &Value) -> Option<Value> {
+        let (lo, hi) = match self {
+            KeepAlive::Pass => return Some(given.clone()),
+            KeepAlive::Drop => return None,
+            KeepAlive::Clamp(lo, hi) => (lo, hi),
+        };
+        // Ollama: a number is seconds, a string a Go duration; negative means forever.
+        let secs = match given {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) if s.trim_start().starts_with('-') => Some(-1.0),
+            Value::String(s) => s.trim().parse::<f64>().ok().or_else(|| {
+                humantime::parse_duration(s.trim())
+                    .ok()
+                    .map(|d| d.as_secs_f64())
+            }),
+            _ => None,
+        };
+        let wanted = match secs {
+            Some(s) if s < 0.0 => hi,
+            Some(s) => Duration::from_secs_f64(s.min(hi.as_secs_f64())),
+            None => return None,
+        };
+        Some(Value::String(format!(
+            "{}s",
+            wanted.clamp(lo, hi).as_secs()
+        )))
+    }
+}
+
+/// The client's body as it may be forwarded: `dropped` top-level fields removed, and a
+/// non-admin's `keep_alive` under `keep_alive` (the bytes are untouched when neither
+/// applies, so most bodies are not parsed here).
+pub fn client_body(routing: &RoutingConfig, admin: bool, body: Bytes) -> Bytes {
+    let steer_keep_alive = !admin && contains(&body, b"\"keep_alive\"");
+    let drop_some = routing
+        .dropped_fields
+        .iter()
+        .any(|f| contains(&body, format!("\"{f}\"").as_bytes()));
+    if !steer_keep_alive && !drop_some {
+        return body;
+    }
+    let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    for f in &routing.dropped_fields {
+        m.remove(f);
+    }
+    if steer_keep_alive {
+        if let (Ok(policy), Some(given)) = (
+            KeepAlive::parse(&routing.client_keep_alive),
+            m.remove("keep_alive"),
+        ) {
+            if let Some(v) = policy.apply(&given) {
+                m.insert("keep_alive".into(), v);
+            }
+        }
+    }
+    Bytes::from(Value::Object(m).to_string())
+}
+
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+
+/// Removes the `anthropic-beta` values `[routing] anthropic_betas` does not list, before
+/// any handler (or the key that pays for them) sees the request.
+pub fn filter_betas(req: &mut ServiceRequest) {
+    let Some(given) = req.headers().get(ANTHROPIC_BETA) else {
+        return;
+    };
+    let Some(gw) = req.app_data::<web::Data<Gateway>>() else {
+        return;
+    };
+    let kept = given
+        .to_str()
+        .ok()
+        .and_then(|h| allowed_betas(h, &gw.config.routing.anthropic_betas))
+        .and_then(|k| HeaderValue::from_str(&k).ok());
+    match kept {
+        Some(v) => {
+            req.headers_mut().insert(ANTHROPIC_BETA, v);
+        }
+        None => {
+            req.headers_mut().remove(ANTHROPIC_BETA);
+        }
+    }
+}
+
+/// The `anthropic-beta` values of `header` that `allowed` lists, comma-joined; `None` when
+/// none is left.
+pub fn allowed_betas(header: &str, allowed: &[String]) -> Option<String> {
+    let kept: Vec<&str> = header
+        .split(',')
+        .map(str::trim)
+        .filter(|b| allowed.iter().any(|a| a == b))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sent(policy: &str, admin: bool, keep_alive: Value) -> Option<Value> {
+        let routing = RoutingConfig {
+            client_keep_alive: policy.into(),
+            ..RoutingConfig::default()
+        };
+        let body = Bytes::from(json!({"model": "m", "keep_alive": keep_alive}).to_string());
+        let out: Value = serde_json::from_slice(&client_body(&routing, admin, body)).unwrap();
+        out.get("keep_alive").cloned()
+    }
+
+    #[test]
+    fn mcp_servers_are_dropped_and_betas_filtered() {
+        let routing = RoutingConfig::default();
+        let body = Bytes::from(
+            json!({"model": "m", "mcp_servers": [{"url": "http://evil"}], "x": 1}).to_string(),
+        );
+        let out: Value = serde_json::from_slice(&client_body(&routing, true, body)).unwrap();
+        assert_eq!(out, json!({"model": "m", "x": 1}));
+        let plain = Bytes::from_static(br#"{"model":"m"}"#);
+        assert_eq!(client_body(&routing, false, plain.clone()), plain);
+        assert_eq!(
+            allowed_betas(
+                "claude-code-20250219, mcp-client-2025-04-04,interleaved-thinking-2025-05-14",
+                &routing.anthropic_betas
+            )
+            .as_deref(),
+            Some("claude-code-20250219,interleaved-thinking-2025-05-14")
+        );
+        assert_eq!(
+            allowed_betas("mcp-client-2025-04-04", &routing.anthropic_betas),
+            None
+        );
+    }
+
+    #[test]
+    fn users_can_neither_unload_nor_pin_forever_by_default() {
+        let d = "1m..1h";
+        assert_eq!(sent(d, false, json!(0)), Some(json!("60s")));
+        assert_eq!(sent(d, false, json!("0")), Some(json!("60s")));
+        assert_eq!(sent(d, false, json!(-1)), Some(json!("3600s")));
+        assert_eq!(sent(d, false, json!("-1m")), Some(json!("3600s")));
+        assert_eq!(sent(d, false, json!("10m")), Some(json!("600s")));
+        assert_eq!(sent(d, false, json!("24h")), Some(json!("3600s")));
+        assert_eq!(sent(d, true, json!(-1)), Some(json!(-1)), "admins pass");
+        assert_eq!(sent("drop", false, json!("5m")), None);
+        assert_eq!(sent("pass", false, json!(0)), Some(json!(0)));
+    }
+
+    #[test]
+    fn policies_parse() {
+        assert!(KeepAlive::parse("1h..1m").is_err());
+        assert!(KeepAlive::parse("forever").is_err());
+        assert_eq!(
+            KeepAlive::parse("30s..2h"),
+            Ok(KeepAlive::Clamp(
+                Duration::from_secs(30),
+                Duration::from_secs(7200)
+            ))
+        );
+    }
+}
