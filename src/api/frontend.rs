@@ -30,6 +30,23 @@ pub struct Inbound {
     pub generates: bool,
 }
 
+impl Inbound {
+    /// A generating chat request decoded into the IR; `raw` keeps the client's bytes for a
+    /// same-dialect passthrough.
+    fn chat(front: Frontend, chat: ChatRequest, raw: Option<(Bytes, &'static str)>) -> Inbound {
+        Inbound {
+            front,
+            model: chat.model.clone(),
+            stream: chat.stream,
+            generates: true,
+            request: Request::Chat {
+                chat: Box::new(chat),
+                raw,
+            },
+        }
+    }
+}
+
 /// How the answer is written: per dialect, with what the writer needs to know up front.
 pub enum Frontend {
     Ollama {
@@ -123,16 +140,7 @@ impl Inbound {
             reasoning: features::asks_thinking(chat.think),
         };
         let raw = (!legacy).then_some((body, "/v1/chat/completions"));
-        Ok(Inbound {
-            front,
-            model: chat.model.clone(),
-            stream: chat.stream,
-            generates: true,
-            request: Request::Chat {
-                chat: Box::new(chat),
-                raw,
-            },
-        })
+        Ok(Inbound::chat(front, chat, raw))
     }
 
     /// `POST /v1/responses`.
@@ -140,18 +148,10 @@ impl Inbound {
         super::body::json_object(&body)?;
         let responses::Decoded { chat, echo } = responses::decode(&body, now())?;
         super::body::model_name(&chat.model)?;
-        Ok(Inbound {
-            front: Frontend::Responses {
-                echo: Box::new(echo),
-            },
-            model: chat.model.clone(),
-            stream: chat.stream,
-            generates: true,
-            request: Request::Chat {
-                chat: Box::new(chat),
-                raw: None,
-            },
-        })
+        let front = Frontend::Responses {
+            echo: Box::new(echo),
+        };
+        Ok(Inbound::chat(front, chat, None))
     }
 
     /// `POST /v1/embeddings`.
@@ -179,16 +179,7 @@ impl Inbound {
             id: anthropic::new_message_id(),
             estimate: chat.estimate_input_tokens(),
         };
-        Ok(Inbound {
-            front,
-            model: chat.model.clone(),
-            stream: chat.stream,
-            generates: true,
-            request: Request::Chat {
-                chat: Box::new(chat),
-                raw: Some((body, "/v1/messages")),
-            },
-        })
+        Ok(Inbound::chat(front, chat, Some((body, "/v1/messages"))))
     }
 
     /// An Ollama generation endpoint at `path`; chat and generate stream by default.

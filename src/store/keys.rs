@@ -282,15 +282,14 @@ pub fn record_disabled(
 ) -> Result<Option<KeyRow>, StoreError> {
     let t = now();
     let target = api_keys::table.filter(api_keys::id.eq(id));
+    let changes = (
+        api_keys::state.eq(STATE_DISABLED),
+        api_keys::disabled_reason.eq(Some(reason.as_str())),
+        api_keys::disabled_at.eq(Some(t)),
+        api_keys::updated_at.eq(t),
+    );
     let n = match reason {
-        DisableReason::Manual => diesel::update(target)
-            .set((
-                api_keys::state.eq(STATE_DISABLED),
-                api_keys::disabled_reason.eq(Some(reason.as_str())),
-                api_keys::disabled_at.eq(Some(t)),
-                api_keys::updated_at.eq(t),
-            ))
-            .execute(conn)?,
+        DisableReason::Manual => diesel::update(target).set(changes).execute(conn)?,
         DisableReason::Failures => diesel::update(
             target.filter(
                 api_keys::disabled_reason
@@ -298,12 +297,7 @@ pub fn record_disabled(
                     .or(api_keys::disabled_reason.ne(DisableReason::Manual.as_str())),
             ),
         )
-        .set((
-            api_keys::state.eq(STATE_DISABLED),
-            api_keys::disabled_reason.eq(Some(reason.as_str())),
-            api_keys::disabled_at.eq(Some(t)),
-            api_keys::updated_at.eq(t),
-        ))
+        .set(changes)
         .execute(conn)?,
     };
     if n == 0 {
