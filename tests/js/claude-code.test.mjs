@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { BIN, agentEnv, run, startFleet, tempDir } from './harness.mjs';
+import { BIN, agentEnv, explain, jsonLines, run, startFleet, tempDir } from './harness.mjs';
 
 const CLAUDE = join(BIN, 'claude');
 
@@ -28,18 +28,6 @@ function claude(args, { token = fleet.userToken, timeoutMs = 120000 } = {}) {
   return run(CLAUDE, args, { env, cwd, timeoutMs });
 }
 
-/** The JSON lines of `--output-format stream-json`. */
-function lines(stdout) {
-  return stdout
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l));
-}
-
-function explain(r) {
-  return `exit ${r.code} (${r.signal}) after ${r.ms} ms\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`;
-}
-
 describe('claude -p', () => {
   test('answers in plain text', async () => {
     const r = await claude(['-p', 'say hello [[tool=none]]']);
@@ -50,7 +38,7 @@ describe('claude -p', () => {
   test('streams JSON ending in a successful result', async () => {
     const r = await claude(['-p', 'say hello [[tool=none]]', '--output-format', 'stream-json', '--verbose']);
     assert.equal(r.code, 0, explain(r));
-    const out = lines(r.stdout);
+    const out = jsonLines(r.stdout);
     assert.equal(out[0].type, 'system');
     const result = out.at(-1);
     assert.equal(result.type, 'result', explain(r));
@@ -73,7 +61,7 @@ describe('claude -p', () => {
       '--verbose',
     ]);
     assert.equal(r.code, 0, explain(r));
-    const out = lines(r.stdout);
+    const out = jsonLines(r.stdout);
     const uses = out
       .filter((m) => m.type === 'assistant' && !m.parent_tool_use_id)
       .flatMap((m) => m.message.content.filter((b) => b.type === 'tool_use'));

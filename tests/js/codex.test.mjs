@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { BIN, agentEnv, run, startFleet, tempDir } from './harness.mjs';
+import { BIN, agentEnv, explain, jsonLines, run, startFleet, tempDir } from './harness.mjs';
 
 const CODEX = join(BIN, 'codex');
 
@@ -59,22 +59,11 @@ function codex(args, { token = fleet.userToken, timeoutMs = 120000 } = {}) {
   return run(CODEX, ['exec', '--skip-git-repo-check', '--json', ...args], { env: codexEnv(token), cwd, timeoutMs });
 }
 
-function events(stdout) {
-  return stdout
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l));
-}
-
-function explain(r) {
-  return `exit ${r.code} (${r.signal}) after ${r.ms} ms\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`;
-}
-
 describe('codex exec', () => {
   test('answers over the Responses API', async () => {
     const r = await codex(['say hello [[tool=none]]']);
     assert.equal(r.code, 0, explain(r));
-    const evs = events(r.stdout);
+    const evs = jsonLines(r.stdout);
     const message = evs.find((e) => e.type === 'item.completed' && e.item.type === 'agent_message');
     assert.ok(message?.item.text.length > 0, explain(r));
     const done = evs.find((e) => e.type === 'turn.completed');
@@ -90,7 +79,7 @@ describe('codex exec', () => {
       `print the marker [[tool=exec_command]] [[args=${args}]]`,
     ]);
     assert.equal(r.code, 0, explain(r));
-    const evs = events(r.stdout);
+    const evs = jsonLines(r.stdout);
     const command = evs.find((e) => e.type === 'item.completed' && e.item.type === 'command_execution');
     assert.ok(command, explain(r));
     assert.equal(command.item.exit_code, 0);
@@ -118,7 +107,7 @@ describe('codex exec', () => {
       `think, then run it [[tool=exec_command]] [[args=${args}]]`,
     ]);
     assert.equal(r.code, 0, explain(r));
-    const evs = events(r.stdout);
+    const evs = jsonLines(r.stdout);
     const reasoning = evs.filter((e) => e.type === 'item.completed' && e.item.type === 'reasoning');
     assert.ok(reasoning.length >= 1 && reasoning[0].item.text.length > 0, explain(r));
     const last = await fleet.lastBody('/api/chat');

@@ -205,3 +205,16 @@ export function run(cmd, args, { env, cwd, timeoutMs = 120000 } = {}) {
     });
   });
 }
+
+/** The JSON lines an agent CLI prints (`claude --output-format stream-json`, `codex exec --json`). */
+export function jsonLines(stdout) {
+  return stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l));
+}
+
+/** A finished run, for assertion messages. */
+export function explain(r) {
+  return `exit ${r.code} (${r.signal}) after ${r.ms} ms\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`;
+}
