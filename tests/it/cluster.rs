@@ -85,6 +85,16 @@ fn key_state(pools: &KeyPools, id: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Replicas a, b and c without keys, connected to Redis at `url`.
+async fn three_keyless_replicas(url: &str) -> Vec<Replica> {
+    let replicas: Vec<Replica> = ["a", "b", "c"]
+        .iter()
+        .map(|id| replica(url, id, 0))
+        .collect();
+    all_up(&replicas.iter().collect::<Vec<_>>()).await;
+    replicas
+}
+
 async fn all_up(replicas: &[&Replica]) {
     let up = wait_until(Duration::from_secs(10), || {
         replicas.iter().all(|r| r.sync.is_up())
@@ -211,11 +221,7 @@ async fn usage_is_merged_so_selection_sees_the_whole_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_limiters_share_one_budget() {
     let redis = RedisServer::start();
-    let replicas: Vec<Replica> = ["a", "b", "c"]
-        .iter()
-        .map(|id| replica(&redis.url(), id, 0))
-        .collect();
-    all_up(&replicas.iter().collect::<Vec<_>>()).await;
+    let replicas = three_keyless_replicas(&redis.url()).await;
     wait_until(Duration::from_secs(5), || {
         replicas.iter().all(|r| r.sync.live_replicas() == 3)
     })
@@ -295,11 +301,7 @@ async fn tokens_are_reserved_and_reconciled_in_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parallel_token_burst_from_three_replicas_holds_to_tpm() {
     let redis = RedisServer::start();
-    let replicas: Vec<Replica> = ["a", "b", "c"]
-        .iter()
-        .map(|id| replica(&redis.url(), id, 0))
-        .collect();
-    all_up(&replicas.iter().collect::<Vec<_>>()).await;
+    let replicas = three_keyless_replicas(&redis.url()).await;
     let mut tasks = Vec::new();
     for r in &replicas {
         for _ in 0..10 {
