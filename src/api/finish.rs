@@ -3,7 +3,8 @@
 //! nowhere else, once, when the request's [`Record`] is dropped - after a whole answer,
 //! at the end of a stream, on an error, or when the client goes away mid-way. (The one
 //! thing said earlier: a failed attempt's health goes to the placer at once, by the
-//! failover loop, which notes the attempt in [`Attempts`] for the metrics counted here.)
+//! failover loop, which notes the attempt in `forward::Attempts` for the metrics counted
+//! here.)
 //!
 //! Deciding what to write ([`State::settle`]) is pure and unit-tested per outcome; writing
 //! it ([`finish`]) has nothing left to decide.
@@ -19,7 +20,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponseBuilder};
 use crate::Gateway;
 use crate::actors::log_writer::RequestRecord;
 use crate::api::dedup::{How, Spent};
-use crate::api::forward::{Served, Upstream};
+use crate::api::forward::{Attempts, Served, Upstream};
 use crate::dialect::Dialect;
 use crate::error::GatewayError;
 use crate::keys::{KeyLease, KeyOutcome};
@@ -107,43 +108,6 @@ pub struct State {
     /// What the failover loop tried before an upstream answered (or all failed).
     attempts: Attempts,
     outcome: Outcome,
-}
-
-/// What the failover loop did, noted as it happens and counted by [`finish`]:
-/// `corral_upstream_errors_total`, `corral_failovers_total` and the upstream keys'
-/// `corral_rate_limited_total`. Allocates only when an attempt fails.
-#[derive(Debug, Default, PartialEq)]
-pub struct Attempts {
-    /// Each failed attempt: the backend's name and why.
-    failed: Vec<(String, FailureReason)>,
-    /// Each move to another backend, by the reason of the attempt that failed.
-    failovers: Vec<FailureReason>,
-    /// Moves to the next fallback model.
-    fallbacks: u64,
-    /// Attempts an upstream refused because of the key's rate or usage limit.
-    keys_rate_limited: u64,
-}
-
-impl Attempts {
-    /// An attempt on `backend` failed for `reason`.
-    pub fn failed(&mut self, backend: &BackendInfo, reason: FailureReason) {
-        self.failed.push((backend.name.clone(), reason));
-    }
-
-    /// The request moves on to another backend after an attempt that failed for `reason`.
-    pub fn failed_over(&mut self, reason: FailureReason) {
-        self.failovers.push(reason);
-    }
-
-    /// The request moves on to the next fallback model.
-    pub fn fell_back(&mut self) {
-        self.fallbacks += 1;
-    }
-
-    /// The upstream refused the attempt's key for its rate or usage limit.
-    pub fn key_rate_limited(&mut self) {
-        self.keys_rate_limited += 1;
-    }
 }
 
 /// How a request ended.

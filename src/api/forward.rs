@@ -9,7 +9,6 @@ use actix_web::web::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::Gateway;
-use crate::api::finish::Attempts;
 use crate::error::{ErrorKind, GatewayError};
 use crate::keys::{KeyLease, KeyOutcome};
 use crate::routing::fleet::{BackendInfo, FailureReason, Lease, PlaceRequest};
@@ -44,6 +43,44 @@ pub struct Upstream {
     pub body: BodyStream,
     /// What a whole-read answer holds of `server.max_buffered_answers`, given back on drop.
     pub buffered: upstream::Claim,
+}
+
+/// What the failover loop did, noted as it happens and counted by the request's finish
+/// (`api/finish.rs`):
+/// `corral_upstream_errors_total`, `corral_failovers_total` and the upstream keys'
+/// `corral_rate_limited_total`. Allocates only when an attempt fails.
+#[derive(Debug, Default, PartialEq)]
+pub struct Attempts {
+    /// Each failed attempt: the backend's name and why.
+    pub(super) failed: Vec<(String, FailureReason)>,
+    /// Each move to another backend, by the reason of the attempt that failed.
+    pub(super) failovers: Vec<FailureReason>,
+    /// Moves to the next fallback model.
+    pub(super) fallbacks: u64,
+    /// Attempts an upstream refused because of the key's rate or usage limit.
+    pub(super) keys_rate_limited: u64,
+}
+
+impl Attempts {
+    /// An attempt on `backend` failed for `reason`.
+    pub fn failed(&mut self, backend: &BackendInfo, reason: FailureReason) {
+        self.failed.push((backend.name.clone(), reason));
+    }
+
+    /// The request moves on to another backend after an attempt that failed for `reason`.
+    pub fn failed_over(&mut self, reason: FailureReason) {
+        self.failovers.push(reason);
+    }
+
+    /// The request moves on to the next fallback model.
+    pub fn fell_back(&mut self) {
+        self.fallbacks += 1;
+    }
+
+    /// The upstream refused the attempt's key for its rate or usage limit.
+    pub fn key_rate_limited(&mut self) {
+        self.keys_rate_limited += 1;
+    }
 }
 
 /// Places `model` (then its fallbacks) and sends the call `build` makes for each backend,
