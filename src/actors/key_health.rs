@@ -176,7 +176,7 @@ async fn probe(client: &Client, backend: &BackendInfo, secret: &str) -> Verdict 
     };
     match upstream::send(client, backend, call, Instant::now() + PROBE_TIMEOUT).await {
         Ok(_) => Verdict::Accepted,
-        Err(f) if matches!(f.status, Some(401 | 403)) => Verdict::Refused,
+        Err(f) if matches!(f.upstream_status, Some(401 | 403)) => Verdict::Refused,
         Err(_) => Verdict::Unknown,
     }
 }

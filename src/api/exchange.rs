@@ -170,11 +170,9 @@ impl Exchange {
             self.record.answered(None);
             return HttpResponse::Ok().json(body);
         }
-        let build = |b: &_, served: &str| {
-            self.request
-                .call(b, served, self.record.requested(), req.headers())
-        };
-        let served = match forward::open(&self.gw, clients, &target, &build).await {
+        let (requested, attempts) = self.record.for_attempts();
+        let build = |b: &_, served: &str| self.request.call(b, served, requested, req.headers());
+        let served = match forward::open(&self.gw, clients, &target, &build, attempts).await {
             Ok(s) => s,
             Err(e) => return self.fail(e),
         };
