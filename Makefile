@@ -15,6 +15,7 @@ setup:
 
 lint:
 	python3 scripts/check-self-contained.py
+	python3 scripts/check-layers.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 

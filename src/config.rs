@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+pub mod proxy;
+
 /// The whole configuration tree. Every section has documented defaults.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -404,7 +406,7 @@ impl Config {
         if self.server.body_limit.as_u64() < 1024 {
             bad("server.body_limit".into(), "must be at least 1KiB".into());
         }
-        if let Err(e) = crate::api::policy::KeepAlive::parse(&self.routing.client_keep_alive) {
+        if let Err(e) = KeepAlive::parse(&self.routing.client_keep_alive) {
             bad("routing.client_keep_alive".into(), e);
         }
         for (i, origin) in self.server.cors_origins.iter().enumerate() {
@@ -476,7 +478,7 @@ impl Config {
                     at("url"),
                     format!("`{}` is not an http:// or https:// URL", b.url),
                 );
-            } else if let Err(e) = crate::upstream::proxy::for_url(&b.url, b.proxy.as_deref()) {
+            } else if let Err(e) = proxy::for_url(&b.url, b.proxy.as_deref()) {
                 let field = if b.proxy.is_some() { "proxy" } else { "url" };
                 bad(at(field), e);
             }
@@ -500,7 +502,7 @@ impl Config {
             if let Some(ca) = &b.tls_ca {
                 if !b.url.starts_with("https://") {
                     bad(at("tls_ca"), "is only used with an https:// URL".into());
-                } else if let Err(e) = crate::upstream::client::read_ca_file(ca) {
+                } else if let Err(e) = read_ca_file(ca) {
                     bad(at("tls_ca"), e);
                 }
             }
@@ -593,6 +595,47 @@ fn check_origin(origin: &str, count: usize) -> Result<(), String> {
             .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
         && !origin.ends_with('/');
     if plain { Ok(()) } else { Err(bad()) }
+}
+
+/// `[routing] client_keep_alive`: what happens to a non-admin's Ollama `keep_alive`
+/// (applied by `api::policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    Pass,
+    Drop,
+    Clamp(Duration, Duration),
+}
+
+impl KeepAlive {
+    pub fn parse(s: &str) -> Result<KeepAlive, String> {
+        match s.trim() {
+            "pass" => Ok(KeepAlive::Pass),
+            "drop" => Ok(KeepAlive::Drop),
+            range => {
+                let bad = || format!("`{s}` is not pass, drop or a range like 1m..1h");
+                let (lo, hi) = range.split_once("..").ok_or_else(bad)?;
+                let lo = humantime::parse_duration(lo.trim()).map_err(|_| bad())?;
+                let hi = humantime::parse_duration(hi.trim()).map_err(|_| bad())?;
+                if lo > hi {
+                    return Err(format!("`{s}`: the lower bound is above the upper one"));
+                }
+                Ok(KeepAlive::Clamp(lo, hi))
+            }
+        }
+    }
+}
+
+/// The certificates of a PEM file of trusted CAs (`backends[].tls_ca`).
+pub fn read_ca_file(path: &Path) -> Result<Vec<openssl::x509::X509>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match openssl::x509::X509::stack_from_pem(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(format!("{} holds no PEM certificate", path.display())),
+        Err(e) => Err(format!(
+            "{} is not a PEM certificate file: {e}",
+            path.display()
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::dialect::Dialect;
+use crate::ir::Dialect;
 
 /// What went wrong, independent of how it is worded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,11 @@ pub fn capped(mut s: String) -> String {
 }
 
 impl GatewayError {
+    /// The one place where error text an upstream wrote becomes an error a client may see.
+    pub fn from_upstream(kind: ErrorKind, text: String) -> GatewayError {
+        GatewayError::new(kind, text)
+    }
+
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let retryable = matches!(
             kind,

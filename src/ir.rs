@@ -7,6 +7,26 @@
 use rand::Rng;
 use serde_json::{Map, Value};
 
+/// The wire dialect of the endpoint a client called; errors are answered in it. (Here, below
+/// `error` and `dialect`, because both name it.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    Ollama,
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    /// The bounded label used in metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Dialect::Ollama => "ollama",
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+}
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {

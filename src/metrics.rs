@@ -5,6 +5,21 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// The `reason` label of a request sent again because its pooled connection was found
+/// closed before the request was written (counted by the client itself).
+pub const STALE_CONNECTION: &str = "stale_connection";
+
+/// Every `reason` label of `corral_upstream_resends_total`.
+pub const RESEND_REASONS: &[&str] = &[
+    "connect",
+    STALE_CONNECTION,
+    "first_byte_timeout",
+    "status_5xx",
+    "overloaded",
+    "out_of_memory",
+    "model_not_found",
+];
+
 /// Every collector the gateway exports. Label values are bounded: never user ids,
 /// tokens, key ids or unresolved client model strings.
 pub struct Metrics {
@@ -189,7 +204,7 @@ impl Metrics {
             for reason in REASONS {
                 self.upstream_errors.with_label_values(&[backend, reason]);
             }
-            for reason in crate::upstream::RESEND_REASONS {
+            for reason in RESEND_REASONS {
                 self.upstream_resends.with_label_values(&[backend, reason]);
             }
         }

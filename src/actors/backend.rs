@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, SpawnHandle, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Recipient, SpawnHandle, WrapFuture,
+};
 use actix_web::http::StatusCode;
 use bytes::Bytes;
 use http::Method;
@@ -14,12 +16,14 @@ use prometheus::{IntCounter, IntGauge};
 use rand::Rng;
 use serde_json::Value;
 
-use crate::actors::messages::{FailureReason, Outcome, Report, StatusUpdate};
-use crate::actors::supervisor::{BackendInfo, Supervisor};
+use crate::actors::messages::{BackendStatus, StatusUpdate};
 use crate::config::{BackendConfig, BackendKind};
 use crate::metrics::Metrics;
+use crate::routing::fleet::{
+    BackendInfo, FailureReason, ModelEntry, Outcome, Report, ResidentEntry,
+};
 use crate::routing::memory::normalize_model;
-use crate::routing::placer::{BackendId, BackendSnapshot, Circuit};
+use crate::routing::placer::{BackendId, Circuit};
 use crate::upstream;
 
 /// When a circuit opens and for how long.
@@ -50,22 +54,6 @@ impl Default for HealthPolicy {
     }
 }
 
-/// A model a backend has.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ModelEntry {
-    pub name: String,
-    pub size: Option<u64>,
-}
-
-/// A model loaded in a backend's memory.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ResidentEntry {
-    pub name: String,
-    pub size: u64,
-    pub size_vram: u64,
-    pub expires_at: Option<String>,
-}
-
 /// What one poll round found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PollResult {
@@ -81,67 +69,6 @@ pub enum PollResult {
         reason: FailureReason,
         message: String,
     },
-}
-
-/// The state pushed to the Supervisor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BackendStatus {
-    pub polled: bool,
-    pub circuit: Circuit,
-    pub consecutive_failures: u32,
-    pub models: Vec<ModelEntry>,
-    pub resident: Vec<ResidentEntry>,
-    pub memory_used: u64,
-    pub version: Option<String>,
-    pub last_error: Option<String>,
-    pub ewma_latency_ms: Option<f64>,
-    pub ewma_ttfb_ms: Option<f64>,
-    /// Raw `/api/tags` and `/api/ps` items, for the fleet-as-one-Ollama endpoints.
-    pub tags: Arc<Vec<Value>>,
-    pub ps: Arc<Vec<Value>>,
-}
-
-impl BackendStatus {
-    /// Worth telling the Supervisor: anything but a small drift of the latency averages.
-    pub fn differs_materially(&self, other: &BackendStatus) -> bool {
-        fn drift(a: Option<f64>, b: Option<f64>) -> bool {
-            match (a, b) {
-                (Some(a), Some(b)) => (a - b).abs() > 0.1 * a.abs().max(b.abs()),
-                (a, b) => a.is_some() != b.is_some(),
-            }
-        }
-        self.polled != other.polled
-            || self.circuit != other.circuit
-            || self.consecutive_failures != other.consecutive_failures
-            || self.models != other.models
-            || self.resident != other.resident
-            || self.memory_used != other.memory_used
-            || self.version != other.version
-            || self.last_error != other.last_error
-            || drift(self.ewma_latency_ms, other.ewma_latency_ms)
-            || drift(self.ewma_ttfb_ms, other.ewma_ttfb_ms)
-            || !Arc::ptr_eq(&self.tags, &other.tags) && self.tags != other.tags
-            || !Arc::ptr_eq(&self.ps, &other.ps) && self.ps != other.ps
-    }
-
-    /// What the placer needs of it.
-    pub fn placer_snapshot(&self) -> BackendSnapshot {
-        BackendSnapshot {
-            polled: self.polled,
-            circuit: self.circuit,
-            models: self
-                .models
-                .iter()
-                .map(|m| (m.name.clone(), m.size))
-                .collect(),
-            resident: self
-                .resident
-                .iter()
-                .map(|r| (r.name.clone(), r.size))
-                .collect(),
-            ewma_ttfb_ms: self.ewma_ttfb_ms,
-        }
-    }
 }
 
 /// Health and inventory of one backend. All transitions take `now`; nothing reads the clock.
@@ -440,7 +367,7 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct BackendActor {
     info: Arc<BackendInfo>,
     state: BackendState,
-    supervisor: Addr<Supervisor>,
+    supervisor: Recipient<StatusUpdate>,
     client: Option<upstream::Client>,
     api_key: Option<String>,
     last_pushed: Option<BackendStatus>,
@@ -454,7 +381,7 @@ pub struct BackendActor {
 impl BackendActor {
     pub fn new(
         info: Arc<BackendInfo>,
-        supervisor: Addr<Supervisor>,
+        supervisor: Recipient<StatusUpdate>,
         metrics: &Metrics,
     ) -> BackendActor {
         let name = info.name.as_str();

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use http::Method;
 use http::header::{HeaderName, HeaderValue};
 
-use crate::actors::supervisor::BackendInfo;
 use crate::config::{BackendKind, Config};
 use crate::keys::state::DisableReason;
 use crate::keys::{KeyEvent, KeyPools};
 use crate::metrics::Metrics;
+use crate::routing::fleet::BackendInfo;
 use crate::store::Store;
 use crate::upstream::{self, Call, Client};
 

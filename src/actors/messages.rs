@@ -1,37 +1,13 @@
-//! Typed messages between the HTTP layer, the Supervisor and the BackendActors (no bodies).
+//! Typed messages between the actors (no bodies). The fleet's own messages (`Report`,
+//! `Snapshot`, `IsReady`) are in `routing::fleet`, beside the `Fleet` that sends them.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use actix::Message;
+use serde_json::Value;
 
-use crate::actors::backend::BackendStatus;
-use crate::actors::supervisor::BackendView;
-use crate::routing::placer::BackendId;
-
-pub use crate::routing::fleet::FailureReason;
-
-/// What the HTTP layer asks for: a model, minus the backends already tried for this request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PlaceRequest<'a> {
-    pub model: &'a str,
-    pub exclude: &'a [BackendId],
-}
-
-/// How one request on a backend ended.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outcome {
-    Success { ttfb: Duration, total: Duration },
-    Failure(FailureReason),
-}
-
-/// Lease → BackendActor: passive health from a real request.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct Report {
-    pub backend: BackendId,
-    pub model: String,
-    pub outcome: Outcome,
-}
+use crate::routing::fleet::{ModelEntry, ResidentEntry};
+use crate::routing::placer::{BackendId, BackendSnapshot, Circuit};
 
 /// BackendActor → Supervisor: the backend's state changed.
 #[derive(Debug, Message)]
@@ -41,17 +17,63 @@ pub struct StatusUpdate {
     pub status: BackendStatus,
 }
 
-/// Admin API and fleet-as-one-Ollama endpoints → Supervisor.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<BackendView>")]
-pub struct Snapshot;
+/// The state pushed to the Supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendStatus {
+    pub polled: bool,
+    pub circuit: Circuit,
+    pub consecutive_failures: u32,
+    pub models: Vec<ModelEntry>,
+    pub resident: Vec<ResidentEntry>,
+    pub memory_used: u64,
+    pub version: Option<String>,
+    pub last_error: Option<String>,
+    pub ewma_latency_ms: Option<f64>,
+    pub ewma_ttfb_ms: Option<f64>,
+    /// Raw `/api/tags` and `/api/ps` items, for the fleet-as-one-Ollama endpoints.
+    pub tags: Arc<Vec<Value>>,
+    pub ps: Arc<Vec<Value>>,
+}
 
-/// Tests and shutdown → Supervisor: fleet-wide in-flight count and reserved memory.
-#[derive(Debug, Message)]
-#[rtype(result = "(u64, u64)")]
-pub struct Totals;
+impl BackendStatus {
+    /// Worth telling the Supervisor: anything but a small drift of the latency averages.
+    pub fn differs_materially(&self, other: &BackendStatus) -> bool {
+        fn drift(a: Option<f64>, b: Option<f64>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => (a - b).abs() > 0.1 * a.abs().max(b.abs()),
+                (a, b) => a.is_some() != b.is_some(),
+            }
+        }
+        self.polled != other.polled
+            || self.circuit != other.circuit
+            || self.consecutive_failures != other.consecutive_failures
+            || self.models != other.models
+            || self.resident != other.resident
+            || self.memory_used != other.memory_used
+            || self.version != other.version
+            || self.last_error != other.last_error
+            || drift(self.ewma_latency_ms, other.ewma_latency_ms)
+            || drift(self.ewma_ttfb_ms, other.ewma_ttfb_ms)
+            || !Arc::ptr_eq(&self.tags, &other.tags) && self.tags != other.tags
+            || !Arc::ptr_eq(&self.ps, &other.ps) && self.ps != other.ps
+    }
 
-/// Has every backend been polled at least once?
-#[derive(Debug, Message)]
-#[rtype(result = "bool")]
-pub struct IsReady;
+    /// What the placer needs of it.
+    pub fn placer_snapshot(&self) -> BackendSnapshot {
+        BackendSnapshot {
+            polled: self.polled,
+            circuit: self.circuit,
+            models: self
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), m.size))
+                .collect(),
+            resident: self
+                .resident
+                .iter()
+                .map(|r| (r.name.clone(), r.size))
+                .collect(),
+            ewma_ttfb_ms: self.ewma_ttfb_ms,
+        }
+    }
+}

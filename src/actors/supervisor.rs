@@ -1,78 +1,27 @@
-//! The Supervisor actor (owns every backend's status and keeps the shared `Placer` current
-//! from it; answers snapshots and readiness) and `Fleet`, the handle the HTTP layer uses:
-//! place a request on the shared `Placer` under a short lock, get a `Lease` whose drop gives
-//! everything back and whose health reports go straight to the backend's actor.
+//! The Supervisor actor: owns every backend's latest status, keeps the shared `Placer`
+//! current from it, and answers snapshots (admin API, `/api/tags`, `/api/ps`) and readiness.
+//! [`start`] starts it with one `BackendActor` per backend and hands back the
+//! `routing::fleet::Fleet` the HTTP layer places requests with.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use parking_lot::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, MessageResult};
+use parking_lot::Mutex;
 use prometheus::IntGauge;
-use serde::Serialize;
-use serde_json::Value;
 
-use crate::actors::backend::{
-    BackendActor, BackendState, BackendStatus, HealthPolicy, ModelEntry, ResidentEntry,
-};
-use crate::actors::messages::{IsReady, Outcome, Report, Snapshot, StatusUpdate, Totals};
-use crate::config::{BackendKind, Config, redact_url};
-use crate::error::{ErrorKind, GatewayError};
+use crate::actors::backend::{BackendActor, BackendState, HealthPolicy};
+use crate::actors::messages::{BackendStatus, StatusUpdate};
+use crate::config::{Config, redact_url};
 use crate::metrics::Metrics;
-use crate::routing::placer::{Circuit, PlaceError, Placer, Query, Ticket};
+use crate::routing::fleet::{
+    BackendInfo, BackendView, Fleet, FleetParts, IsReady, SharedPlacer, Snapshot,
+};
+use crate::routing::placer::{BackendId, Circuit, Placer};
 
-pub use crate::actors::messages::{FailureReason, PlaceRequest};
-pub use crate::routing::fleet::BackendInfo;
-pub use crate::routing::placer::BackendId;
-
-/// Messages the Supervisor may hold before `send` waits (Release uses `do_send`, which is
-/// always queued, so a full mailbox never loses a release).
+/// Messages the Supervisor may hold before `send` waits (status updates use `do_send`,
+/// which is always queued).
 const MAILBOX: usize = 4096;
-/// Longest a caller waits for the Supervisor; placement itself takes microseconds.
-const SEND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Retry-After sent with "no capacity".
-const NO_CAPACITY_RETRY: Duration = Duration::from_secs(1);
-
-/// One backend as `GET /admin/api/backends` shows it, plus raw Ollama items for the
-/// fleet-as-one-Ollama endpoints.
-#[derive(Debug, Clone, Serialize)]
-pub struct BackendView {
-    #[serde(skip)]
-    pub id: BackendId,
-    pub name: String,
-    /// Credentials masked.
-    pub url: String,
-    pub kind: BackendKind,
-    pub priority: u32,
-    pub up: bool,
-    /// `closed`, `open` or `half_open`.
-    pub circuit: &'static str,
-    pub models: Vec<ModelEntry>,
-    pub resident: Vec<ResidentEntry>,
-    pub memory_used: u64,
-    /// `null` = unlimited.
-    pub memory_max: Option<u64>,
-    pub reserved_memory: u64,
-    pub inflight: u64,
-    pub ewma_latency_ms: Option<f64>,
-    pub ewma_ttfb_ms: Option<f64>,
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
-    #[serde(skip)]
-    pub version: Option<String>,
-    /// Raw `/api/tags` items.
-    #[serde(skip)]
-    pub tags: Vec<Value>,
-    /// Raw `/api/ps` items.
-    #[serde(skip)]
-    pub ps: Vec<Value>,
-}
-
-/// The placement view. The Supervisor keeps it current from backend status; requests place
-/// and release on it directly under a short lock, so the hot path crosses no thread.
-type SharedPlacer = Arc<Mutex<Placer>>;
 
 /// Owns the backends' status and feeds it into the shared placement view.
 pub struct Supervisor {
@@ -145,14 +94,6 @@ impl Handler<Snapshot> for Supervisor {
     }
 }
 
-impl Handler<Totals> for Supervisor {
-    type Result = MessageResult<Totals>;
-
-    fn handle(&mut self, _: Totals, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.placer.lock().totals())
-    }
-}
-
 impl Handler<IsReady> for Supervisor {
     type Result = bool;
 
@@ -161,283 +102,76 @@ impl Handler<IsReady> for Supervisor {
     }
 }
 
-/// A reservation on one backend for one request. Dropping it releases in-flight and memory,
-/// whatever the path (success, error, panic, client disconnect).
-pub struct Lease {
-    pub backend: Arc<BackendInfo>,
-    /// The model name to send upstream, as that backend spells it.
-    pub model: String,
-    memory_reserved: u64,
-    ticket: Ticket,
-    placer: SharedPlacer,
-    inflight_gauge: Option<IntGauge>,
-    /// Passive health goes straight to the backend's actor (found by backend id: an
-    /// address clone costs two allocations, the shared list none).
-    actors: Arc<Vec<Addr<BackendActor>>>,
-    health: Arc<Health>,
-}
-
-/// At most one success report per backend per this interval reaches its actor: the
-/// averages need samples, not every request, and each report wakes another thread.
-const SUCCESS_EVERY: Duration = Duration::from_millis(20);
-
-/// Per-backend state shared by every lease, for sampling success reports.
-struct Health {
-    started: Instant,
-    flags: Vec<HealthFlags>,
-}
-
-#[derive(Default)]
-struct HealthFlags {
-    /// Milliseconds since `Health::started` of the last success reported.
-    last_success_ms: AtomicU64,
-    failed_since_success: AtomicBool,
-}
-
-impl Lease {
-    /// New memory this request reserved (0 when the model was loaded or loading already).
-    pub fn memory_reserved(&self) -> u64 {
-        self.memory_reserved
-    }
-
-    /// The request succeeded: feeds passive health and the latency averages.
-    /// Successes are sampled (one per [`SUCCESS_EVERY`]) for the latency averages, but the
-    /// first success after any failure always goes through, so circuits close at once.
-    pub fn succeeded(&self, ttfb: Duration, total: Duration) {
-        if let Some(flags) = self.health.flags.get(self.backend.id) {
-            let after_failure = flags.failed_since_success.swap(false, Ordering::Relaxed);
-            let now = self.health.started.elapsed().as_millis() as u64 + 1;
-            let last = flags.last_success_ms.load(Ordering::Relaxed);
-            let due = now.saturating_sub(last) >= SUCCESS_EVERY.as_millis() as u64
-                && flags
-                    .last_success_ms
-                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok();
-            if !(after_failure || due) {
-                return;
-            }
-        }
-        self.report(Outcome::Success { ttfb, total });
-    }
-
-    /// The request failed on this backend.
-    pub fn failed(&self, reason: FailureReason) {
-        if let Some(flags) = self.health.flags.get(self.backend.id) {
-            flags.failed_since_success.store(true, Ordering::Relaxed);
-        }
-        self.report(Outcome::Failure(reason));
-    }
-
-    fn report(&self, outcome: Outcome) {
-        let Some(actor) = self.actors.get(self.backend.id) else {
-            return;
-        };
-        actor.do_send(Report {
-            backend: self.backend.id,
-            model: self.model.clone(),
-            outcome,
-        });
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        // Synchronous: nothing can be lost between the request and its release.
-        let mut placer = self.placer.lock();
-        placer.release(self.ticket);
-        if let Some(g) = &self.inflight_gauge {
-            g.set(i64::try_from(placer.load(self.backend.id).0).unwrap_or(i64::MAX));
-        }
-    }
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("backend", &self.backend.name)
-            .field("model", &self.model)
-            .field("memory_reserved", &self.memory_reserved)
-            .finish()
-    }
-}
-
-/// The fleet of upstreams as the HTTP layer sees it. Cheap to clone; `Send + Sync`.
-#[derive(Clone)]
-pub struct Fleet {
-    supervisor: Addr<Supervisor>,
-    actors: Arc<Vec<Addr<BackendActor>>>,
-    health: Arc<Health>,
-    placer: SharedPlacer,
-    inflight_gauges: Arc<Vec<IntGauge>>,
-    backends: Arc<Vec<Arc<BackendInfo>>>,
-}
-
-impl Fleet {
-    /// Starts one BackendActor per configured backend and the Supervisor on the current
-    /// arbiter. Must run inside an actix System, once, before `HttpServer::new`.
-    pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Fleet {
-        let backends: Arc<Vec<Arc<BackendInfo>>> = Arc::new(
-            cfg.backends
-                .iter()
-                .enumerate()
-                .map(|(id, b)| {
-                    Arc::new(BackendInfo {
-                        id,
-                        name: b.name.clone(),
-                        name_header: actix_web::http::header::HeaderValue::from_str(&b.name).ok(),
-                        base_url: b.url.trim_end_matches('/').to_string(),
-                        config: b.clone(),
-                    })
+/// Starts one BackendActor per configured backend and the Supervisor on the current
+/// arbiter. Must run inside an actix System, once, before `HttpServer::new`.
+pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Fleet {
+    let backends: Arc<Vec<Arc<BackendInfo>>> = Arc::new(
+        cfg.backends
+            .iter()
+            .enumerate()
+            .map(|(id, b)| {
+                Arc::new(BackendInfo {
+                    id,
+                    name: b.name.clone(),
+                    name_header: actix_web::http::header::HeaderValue::from_str(&b.name).ok(),
+                    base_url: b.url.trim_end_matches('/').to_string(),
+                    config: b.clone(),
                 })
-                .collect(),
-        );
-        for b in backends.iter() {
-            if let Ok(Some(p)) =
-                crate::upstream::proxy::for_url(&b.base_url, b.config.proxy.as_deref())
-            {
-                tracing::info!(backend = %b.name, proxy = %p.shown, "upstream reached through a proxy");
-            }
-        }
-        // Start-up: `Config::validate` already rejected bad memory patterns.
-        let placer = Placer::from_config(&cfg.backends, &cfg.routing, rand::random())
-            .expect("routing.memory_patterns are valid regexes (checked by Config::validate)");
-        let ctx = Context::<Supervisor>::new();
-        let supervisor = ctx.address();
-        let actors: Vec<Addr<BackendActor>> = backends
-            .iter()
-            .map(|info| BackendActor::new(Arc::clone(info), supervisor.clone(), &metrics).start())
-            .collect();
-        let fleet_actors = Arc::new(actors);
-        let statuses = cfg
-            .backends
-            .iter()
-            .map(|b| BackendState::new(b, HealthPolicy::default()).status())
-            .collect();
-        let inflight_gauges: Arc<Vec<IntGauge>> = Arc::new(
-            backends
-                .iter()
-                .map(|b| metrics.inflight.with_label_values(&[b.name.as_str()]))
-                .collect(),
-        );
-        let placer = Arc::new(Mutex::new(placer));
-        ctx.run(Supervisor {
-            placer: Arc::clone(&placer),
-            infos: Arc::clone(&backends),
-            statuses,
-        });
-        Fleet {
-            supervisor,
-            health: Arc::new(Health {
-                started: Instant::now(),
-                flags: backends.iter().map(|_| HealthFlags::default()).collect(),
-            }),
-            actors: fleet_actors,
-            placer,
-            inflight_gauges,
-            backends,
+            })
+            .collect(),
+    );
+    for b in backends.iter() {
+        if let Ok(Some(p)) = crate::config::proxy::for_url(&b.base_url, b.config.proxy.as_deref()) {
+            tracing::info!(backend = %b.name, proxy = %p.shown, "upstream reached through a proxy");
         }
     }
-
-    /// Every configured backend, indexed by `BackendId`.
-    pub fn backends(&self) -> &[Arc<BackendInfo>] {
-        &self.backends
-    }
-
-    /// Reserves a backend for `req.model`: 404-style `unknown_model` when no backend lists it,
-    /// `NoCapacity` when none can take it now.
-    pub async fn place(&self, req: PlaceRequest<'_>) -> Result<Lease, GatewayError> {
-        let query = Query {
-            model: req.model,
-            exclude: req.exclude,
-        };
-        let mut placer = self.placer.lock();
-        let placed = placer.place(query, Instant::now());
-        let p = match placed {
-            Ok(p) => p,
-            Err(PlaceError::UnknownModel) => return Err(GatewayError::unknown_model(req.model)),
-            Err(PlaceError::NoCapacity) => {
-                return Err(GatewayError::new(
-                    ErrorKind::NoCapacity,
-                    format!("no backend can take model \"{}\" right now", req.model),
-                )
-                .with_retry_after(NO_CAPACITY_RETRY));
-            }
-        };
-        let inflight_gauge = self.inflight_gauges.get(p.backend).cloned();
-        if let Some(g) = &inflight_gauge {
-            g.set(i64::try_from(placer.load(p.backend).0).unwrap_or(i64::MAX));
-        }
-        drop(placer);
-        let Some(backend) = self.backends.get(p.backend).cloned() else {
-            // The placer only returns ids it was built with; this keeps the books straight anyway.
-            self.placer.lock().release(p.ticket());
-            return Err(GatewayError::internal("placement named an unknown backend"));
-        };
-        Ok(Lease {
-            backend,
-            ticket: p.ticket(),
-            memory_reserved: p.memory_reserved,
-            model: p.model,
-            placer: Arc::clone(&self.placer),
-            inflight_gauge,
-            actors: Arc::clone(&self.actors),
-            health: Arc::clone(&self.health),
+    // Start-up: `Config::validate` already rejected bad memory patterns.
+    let placer = Placer::from_config(&cfg.backends, &cfg.routing, rand::random())
+        .expect("routing.memory_patterns are valid regexes (checked by Config::validate)");
+    let ctx = Context::<Supervisor>::new();
+    let supervisor: Addr<Supervisor> = ctx.address();
+    let reporters = backends
+        .iter()
+        .map(|info| {
+            BackendActor::new(Arc::clone(info), supervisor.clone().recipient(), &metrics)
+                .start()
+                .recipient()
         })
-    }
-
-    /// Whether placing `model` could find a backend that knows it (see [`Placer::knows`]).
-    pub fn knows(&self, model: &str) -> bool {
-        self.placer.lock().knows(model)
-    }
-
-    /// Every backend's state, in configuration order; empty if the Supervisor does not answer.
-    pub async fn snapshot(&self) -> Vec<BackendView> {
-        match self.supervisor.send(Snapshot).timeout(SEND_TIMEOUT).await {
-            Ok(views) => views,
-            Err(e) => {
-                tracing::warn!(error = %e, "fleet snapshot failed");
-                Vec::new()
-            }
-        }
-    }
-
-    /// True once every backend was polled once (or is a kind that is not polled).
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let asked = self
-                .supervisor
-                .send(IsReady)
-                .timeout(left.min(SEND_TIMEOUT));
-            if let Ok(true) = asked.await {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20).min(left)).await;
-        }
-    }
-
-    /// Fleet-wide in-flight requests and reserved memory. `(u64::MAX, u64::MAX)` when the
-    /// Supervisor does not answer, so a check for zero cannot pass by accident.
-    pub async fn totals(&self) -> (u64, u64) {
-        match self.supervisor.send(Totals).timeout(SEND_TIMEOUT).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "fleet totals failed");
-                (u64::MAX, u64::MAX)
-            }
-        }
-    }
+        .collect();
+    let statuses = cfg
+        .backends
+        .iter()
+        .map(|b| BackendState::new(b, HealthPolicy::default()).status())
+        .collect();
+    let inflight_gauges: Vec<IntGauge> = backends
+        .iter()
+        .map(|b| metrics.inflight.with_label_values(&[b.name.as_str()]))
+        .collect();
+    let placer = Arc::new(Mutex::new(placer));
+    ctx.run(Supervisor {
+        placer: Arc::clone(&placer),
+        infos: Arc::clone(&backends),
+        statuses,
+    });
+    Fleet::new(FleetParts {
+        backends,
+        placer,
+        reporters,
+        inflight_gauges,
+        snapshots: supervisor.clone().recipient(),
+        readiness: supervisor.recipient(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use crate::routing::fleet::{FailureReason, PlaceRequest};
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    use serde_json::Value;
     use serde_json::json;
+    use std::time::Duration;
 
     const GIB: u64 = 1 << 30;
 
@@ -523,7 +257,7 @@ mod tests {
 
     async fn start(cfg: &Config) -> (Fleet, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
-        let fleet = Fleet::start(cfg, Arc::clone(&metrics));
+        let fleet = super::start(cfg, Arc::clone(&metrics));
         assert!(fleet.wait_ready(Duration::from_secs(10)).await);
         (fleet, metrics)
     }
@@ -548,7 +282,7 @@ mod tests {
         );
         let cold = fleet.place(req("llama3.1:70b")).await.unwrap();
         assert_eq!(cold.memory_reserved(), 42520413916);
-        assert_eq!(fleet.totals().await, (2, 42520413916));
+        assert_eq!(fleet.totals(), (2, 42520413916));
         assert!(
             metrics
                 .render()
@@ -559,7 +293,7 @@ mod tests {
         let again = fleet.place(req("llama3.1:70b")).await.unwrap();
         assert_eq!(again.memory_reserved(), 0);
         drop((warm, cold, again));
-        assert_eq!(fleet.totals().await, (0, 0));
+        assert_eq!(fleet.totals(), (0, 0));
         assert!(
             metrics
                 .render()
@@ -574,7 +308,7 @@ mod tests {
         let (fleet, _) = start(&config(&gpu(&url))).await;
         let err = fleet.place(req("nope:1b")).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
-        assert_eq!(fleet.totals().await, (0, 0));
+        assert_eq!(fleet.totals(), (0, 0));
         srv.stop(false).await;
     }
 
@@ -588,15 +322,15 @@ mod tests {
             std::future::pending::<()>().await;
         });
         for _ in 0..100 {
-            if fleet.totals().await.0 == 1 {
+            if fleet.totals().0 == 1 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(fleet.totals().await.0, 1);
+        assert_eq!(fleet.totals().0, 1);
         task.abort();
         let _ = task.await;
-        assert_eq!(fleet.totals().await, (0, 0));
+        assert_eq!(fleet.totals(), (0, 0));
         srv.stop(false).await;
     }
 
@@ -689,7 +423,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::NoCapacity);
-        assert_eq!(fleet.totals().await, (0, 0));
+        assert_eq!(fleet.totals(), (0, 0));
         srv_a.stop(false).await;
         srv_b.stop(false).await;
     }
@@ -734,7 +468,7 @@ mod tests {
             ("oai", "gpt-4o")
         );
         drop((cloud, oai));
-        assert_eq!(fleet.totals().await, (0, 0));
+        assert_eq!(fleet.totals(), (0, 0));
         srv.stop(false).await;
     }
 }

@@ -46,7 +46,7 @@ async fn models(
     clients: web::Data<UpstreamClients>,
 ) -> Answer {
     admin(&req, &gw).await?;
-    let catalogue = gw.auto.catalogue(&gw.fleet, &clients).await;
+    let catalogue = api::auto_catalogue(&gw, &clients).await;
     Ok(HttpResponse::Ok().json(&*catalogue))
 }
 
@@ -57,7 +57,7 @@ async fn models_in(
     category: web::Path<String>,
 ) -> Answer {
     admin(&req, &gw).await?;
-    let catalogue = gw.auto.catalogue(&gw.fleet, &clients).await;
+    let catalogue = api::auto_catalogue(&gw, &clients).await;
     let list = catalogue.by_category(&category);
     Ok(HttpResponse::Ok().json(json!({ "category": *category, "models": list })))
 }
@@ -83,7 +83,7 @@ async fn classify(
         .map_err(fail)?;
     api::body::json_object(&body).map_err(fail)?;
     let chat = crate::dialect::detect::decode_chat(&body, query.path.as_deref()).map_err(fail)?;
-    let catalogue = gw.auto.catalogue(&gw.fleet, &clients).await;
+    let catalogue = api::auto_catalogue(&gw, &clients).await;
     let views = gw.fleet.snapshot().await;
     let decision = gw.auto.decide(&chat, &catalogue, &views);
     let c = &decision.classification;

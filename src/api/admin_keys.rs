@@ -14,8 +14,9 @@ use crate::Gateway;
 use crate::auth::require_admin;
 use crate::dialect::Dialect;
 use crate::error::{DialectError, GatewayError};
+use crate::keys::import::file_keys;
+use crate::keys::probe::{self, ProbeTarget, Verdict};
 use crate::keys::{KeyPools, StoredKey, derive_key_id, secret_prefix};
-use crate::store::keys_cli::{self, ProbeTarget, Verdict};
 use crate::store::{StoreError, keys};
 
 type Answer = Result<HttpResponse, DialectError>;
@@ -143,7 +144,7 @@ async fn health_check(
         .iter()
         .map(|k| (k.key.id.clone(), k.key.secret.clone()))
         .collect();
-    let verdicts = keys_cli::probe_all(&target, probes).await;
+    let verdicts = probe::probe_all(&target, probes).await;
 
     let mut ok = 0usize;
     let mut failed = Vec::new();
@@ -204,7 +205,7 @@ async fn pool_keys(gw: &Gateway, pool: &str) -> Result<Vec<Candidate>, StoreErro
     };
     let from_file = {
         let (cfg, pool) = (gw.config.clone(), pool.to_string());
-        actix_web::rt::task::spawn_blocking(move || keys_cli::file_keys(&cfg, Some(&pool)))
+        actix_web::rt::task::spawn_blocking(move || file_keys(&cfg, Some(&pool)))
             .await
             .map_err(|e| StoreError::Unavailable(format!("reading the keys file failed: {e}")))?
     };

@@ -201,7 +201,7 @@ impl Exchange {
                 format!("\"{requested}\" picks chat models only; name an embedding model"),
             ));
         };
-        let catalogue = gw.auto.catalogue(&gw.fleet, clients).await;
+        let catalogue = crate::api::auto_catalogue(gw, clients).await;
         let views = gw.fleet.snapshot().await;
         let decision = gw.auto.decide(chat, &catalogue, &views);
         let category = decision.classification.category.to_string();

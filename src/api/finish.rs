@@ -16,13 +16,13 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponseBuilder};
 
 use crate::Gateway;
 use crate::actors::log_writer::RequestRecord;
-use crate::actors::supervisor::{BackendInfo, FailureReason, Lease};
 use crate::api::dedup::{How, Spent};
 use crate::api::forward::{Served, Upstream};
 use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
 use crate::keys::{KeyLease, KeyOutcome};
 use crate::ratelimit::Reservation;
+use crate::routing::fleet::{BackendInfo, FailureReason, Lease};
 
 /// One request's accounting, settled by [`finish`] when it is dropped.
 pub struct Record {

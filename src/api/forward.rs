@@ -9,9 +9,9 @@ use actix_web::web::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::Gateway;
-use crate::actors::supervisor::{BackendInfo, FailureReason, Lease, PlaceRequest};
 use crate::error::{ErrorKind, GatewayError};
 use crate::keys::{KeyLease, KeyOutcome};
+use crate::routing::fleet::{BackendInfo, FailureReason, Lease, PlaceRequest};
 use crate::upstream::classify::KeyBlame;
 use crate::upstream::{self, BodyStream, Call, UpstreamClients};
 

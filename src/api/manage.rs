@@ -10,13 +10,13 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::Gateway;
-use crate::actors::supervisor::BackendInfo;
 use crate::api::{self as api};
 use crate::config::BackendKind;
 use crate::dialect::Dialect;
 use crate::dialect::lines::LineSplitter;
 use crate::dialect::ollama::ndjson_line;
 use crate::error::{DialectError, ErrorKind, GatewayError};
+use crate::routing::fleet::BackendInfo;
 use crate::routing::memory::normalize_model;
 use crate::upstream::{self, Call, UpstreamClients};
 

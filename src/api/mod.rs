@@ -15,6 +15,7 @@ pub mod exchange;
 mod finish;
 pub mod forward;
 pub mod frontend;
+pub mod gateway;
 pub mod health;
 pub mod manage;
 pub mod ollama;
@@ -193,11 +194,27 @@ pub async fn fit_features(
             thinking: false,
         });
     }
-    let catalogue = gw.auto.catalogue(&gw.fleet, clients).await;
+    let catalogue = auto_catalogue(gw, clients).await;
     let fallbacks = gw.config.routing.fallbacks.get(&target);
     let chain =
         std::iter::once(target.as_str()).chain(fallbacks.into_iter().flatten().map(String::as_str));
     crate::routing::features::fit(chain, &catalogue, wants)
+}
+
+/// The `auto` catalogue (`routing::auto`), asking Ollama backends' `/api/show` through this
+/// worker's upstream clients.
+pub async fn auto_catalogue(
+    gw: &Gateway,
+    clients: &crate::upstream::UpstreamClients,
+) -> std::sync::Arc<crate::routing::catalog::Catalogue> {
+    let show = |id: crate::routing::fleet::BackendId, name: String| async move {
+        let backend = gw.fleet.backends().get(id)?;
+        let client = clients.get(id)?;
+        let body = serde_json::json!({ "model": name }).to_string();
+        let call = crate::upstream::Call::post_json("/api/show", body.into());
+        crate::upstream::fetch_json(client, backend, call, 8 << 20).await
+    };
+    gw.auto.catalogue(&gw.fleet, show).await
 }
 
 /// Every route of the gateway.

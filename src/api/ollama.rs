@@ -191,7 +191,7 @@ async fn ps(
 async fn live_ps(
     gw: &Gateway,
     clients: &UpstreamClients,
-    view: &crate::actors::supervisor::BackendView,
+    view: &crate::routing::fleet::BackendView,
 ) -> Vec<Value> {
     let backend = gw.fleet.backends().iter().find(|b| b.name == view.name);
     let live = match (backend, backend.and_then(|b| clients.get(b.id))) {

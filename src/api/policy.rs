@@ -15,32 +15,9 @@ use actix_web::web;
 use crate::Gateway;
 use crate::config::RoutingConfig;
 
-/// `[routing] client_keep_alive`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeepAlive {
-    Pass,
-    Drop,
-    Clamp(Duration, Duration),
-}
+pub use crate::config::KeepAlive;
 
 impl KeepAlive {
-    pub fn parse(s: &str) -> Result<KeepAlive, String> {
-        match s.trim() {
-            "pass" => Ok(KeepAlive::Pass),
-            "drop" => Ok(KeepAlive::Drop),
-            range => {
-                let bad = || format!("`{s}` is not pass, drop or a range like 1m..1h");
-                let (lo, hi) = range.split_once("..").ok_or_else(bad)?;
-                let lo = humantime::parse_duration(lo.trim()).map_err(|_| bad())?;
-                let hi = humantime::parse_duration(hi.trim()).map_err(|_| bad())?;
-                if lo > hi {
-                    return Err(format!("`{s}`: the lower bound is above the upper one"));
-                }
-                Ok(KeepAlive::Clamp(lo, hi))
-            }
-        }
-    }
-
     /// The `keep_alive` to send for a client's value; `None` drops it.
     fn apply(self, given: &Value) -> Option<Value> {
         let (lo, hi) = match self {

@@ -12,21 +12,4 @@ pub mod sse;
 mod stream_props;
 mod wire;
 
-/// The wire dialect of the endpoint a client called; errors are answered in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dialect {
-    Ollama,
-    OpenAi,
-    Anthropic,
-}
-
-impl Dialect {
-    /// The bounded label used in metrics and logs.
-    pub fn label(self) -> &'static str {
-        match self {
-            Dialect::Ollama => "ollama",
-            Dialect::OpenAi => "openai",
-            Dialect::Anthropic => "anthropic",
-        }
-    }
-}
+pub use crate::ir::Dialect;

@@ -381,7 +381,7 @@ impl OllamaRelay {
         let mut v: Value = serde_json::from_slice(line).map_err(garbage)?;
         if let Some(e) = v.get("error") {
             let message = e.as_str().map_or_else(|| e.to_string(), str::to_string);
-            return Err(crate::upstream::from_upstream(
+            return Err(GatewayError::from_upstream(
                 ErrorKind::UpstreamStatus,
                 message,
             ));

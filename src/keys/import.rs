@@ -1,7 +1,11 @@
-//! Parsing of upstream key files and `corral keys import` input (pure; secrets never logged).
+//! Parsing of upstream key files and `corral keys import` input (secrets never logged), and
+//! reading the configured `keys_file`s.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::Config;
 
 /// Shortest and longest secret accepted; anything outside is a typo or a pasted paragraph.
 const MIN_KEY_LEN: usize = 8;
@@ -146,6 +150,26 @@ pub fn secret_prefix(secret: &str) -> String {
     let n = (secret.chars().count() / 2).saturating_sub(1).min(7);
     let head: String = secret.chars().take(n).collect();
     format!("{head}…")
+}
+
+/// Keys of the configured `keys_file`s, of one pool or all: (pool, file, secret).
+/// Reads files: call it where blocking is fine.
+pub fn file_keys(cfg: &Config, pool: Option<&str>) -> Vec<(String, PathBuf, String)> {
+    let mut out = Vec::new();
+    for p in &cfg.key_pools {
+        if pool.is_some_and(|name| name != p.name) {
+            continue;
+        }
+        let Some(path) = &p.keys_file else { continue };
+        // An unreadable file is the gateway's to report at start; the list shows the rest.
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        for k in parse_keys(&text).keys {
+            out.push((p.name.clone(), path.clone(), k.secret));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

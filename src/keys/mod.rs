@@ -5,6 +5,7 @@
 
 pub mod import;
 pub mod pool;
+pub mod probe;
 pub mod state;
 
 use std::collections::HashMap;

@@ -1,19 +1,19 @@
 //! The virtual `auto` model: classify the request, then pick a model from the live catalogue.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use serde_json::Value;
 
-use crate::actors::supervisor::{BackendView, Fleet};
 use crate::config::{BackendKind, RoutingConfig};
 use crate::ir::{ChatRequest, Role};
 use crate::routing::catalog::Catalogue;
 use crate::routing::classifier::{Classification, ClassifyInput, MessageView, classify};
+use crate::routing::fleet::{BackendId, BackendView, Fleet};
 use crate::routing::select::{Choice, Load, Needs, NoModel, select};
-use crate::upstream::{Call, UpstreamClients};
 
 /// How long a built catalogue is trusted before the fleet view is read again.
 const CATALOGUE_TTL: Duration = Duration::from_secs(5);
@@ -48,15 +48,20 @@ impl AutoRouter {
         self.names.iter().any(|n| n == model)
     }
 
-    /// The catalogue, rebuilt from the fleet when stale; `/api/show` is asked once per model.
-    pub async fn catalogue(&self, fleet: &Fleet, clients: &UpstreamClients) -> Arc<Catalogue> {
+    /// The catalogue, rebuilt from the fleet when stale; `/api/show` is asked once per model,
+    /// through `show` (the caller's upstream clients: routing sends nothing itself).
+    pub async fn catalogue<F, Fut>(&self, fleet: &Fleet, show: F) -> Arc<Catalogue>
+    where
+        F: Fn(BackendId, String) -> Fut,
+        Fut: Future<Output = Option<Value>>,
+    {
         if let Some((at, c)) = self.catalogue.read().as_ref() {
             if at.elapsed() < CATALOGUE_TTL {
                 return c.clone();
             }
         }
         let views = fleet.snapshot().await;
-        self.fetch_missing_shows(fleet, clients, &views).await;
+        self.fetch_missing_shows(show, &views).await;
         let shows = self.shows.read();
         let mut tags: Vec<Value> = Vec::new();
         for v in views.iter().filter(|v| v.up) {
@@ -77,12 +82,11 @@ impl AutoRouter {
         catalogue
     }
 
-    async fn fetch_missing_shows(
-        &self,
-        fleet: &Fleet,
-        clients: &UpstreamClients,
-        views: &[BackendView],
-    ) {
+    async fn fetch_missing_shows<F, Fut>(&self, show: F, views: &[BackendView])
+    where
+        F: Fn(BackendId, String) -> Fut,
+        Fut: Future<Output = Option<Value>>,
+    {
         let mut wanted: Vec<(usize, String)> = Vec::new();
         {
             let shows = self.shows.read();
@@ -99,13 +103,9 @@ impl AutoRouter {
                 }
             }
         }
-        let asks = wanted.into_iter().map(|(id, name)| async move {
-            let backend = fleet.backends().get(id)?;
-            let client = clients.get(id)?;
-            let body = serde_json::json!({ "model": name }).to_string();
-            let call = Call::post_json("/api/show", body.into());
-            let show = crate::upstream::fetch_json(client, backend, call, 8 << 20).await?;
-            Some((name, show))
+        let asks = wanted.into_iter().map(|(id, name)| {
+            let asked = show(id, name.clone());
+            async move { Some((name, asked.await?)) }
         });
         let found = futures_util::future::join_all(asks).await;
         let mut shows = self.shows.write();

@@ -6,9 +6,7 @@
 //! concrete connection. Every call blocks: async code goes through
 //! [`Store::run`], which moves the work onto tokio's blocking pool.
 
-pub mod cli;
 pub mod keys;
-pub mod keys_cli;
 pub mod logs;
 pub mod schema;
 pub mod stats;

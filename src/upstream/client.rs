@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
@@ -37,14 +37,14 @@ use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use openssl::ssl::{SslConnector, SslMethod};
-use openssl::x509::{X509, X509VerifyResult};
+use openssl::x509::X509VerifyResult;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_openssl::SslStream;
 
 use super::proxy::{self, Proxy};
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, read_ca_file};
 
 /// An idle connection unused this long is closed (upstreams close theirs around here).
 const IDLE_MAX: Duration = Duration::from_secs(15);
@@ -483,19 +483,6 @@ where
         sender,
         driver: Some(Box::pin(connection)),
     })
-}
-
-/// The certificates of a PEM file of trusted CAs (`backends[].tls_ca`).
-pub fn read_ca_file(path: &Path) -> Result<Vec<X509>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    match X509::stack_from_pem(&pem) {
-        Ok(certs) if !certs.is_empty() => Ok(certs),
-        Ok(_) => Err(format!("{} holds no PEM certificate", path.display())),
-        Err(e) => Err(format!(
-            "{} is not a PEM certificate file: {e}",
-            path.display()
-        )),
-    }
 }
 
 impl Inner {

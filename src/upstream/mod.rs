@@ -129,20 +129,7 @@ impl Failure {
     }
 }
 
-/// The `reason` label of a request sent again because its pooled connection was found
-/// closed before the request was written (counted by the client itself).
-pub const STALE_CONNECTION: &str = "stale_connection";
-
-/// Every `reason` label of `corral_upstream_resends_total`.
-pub const RESEND_REASONS: &[&str] = &[
-    "connect",
-    STALE_CONNECTION,
-    "first_byte_timeout",
-    "status_5xx",
-    "overloaded",
-    "out_of_memory",
-    "model_not_found",
-];
+pub use crate::metrics::{RESEND_REASONS, STALE_CONNECTION};
 
 /// The resend policy: may the request of failed attempt `f` be sent again (to the same or
 /// another backend), and under which `reason` label? Without question only when the
@@ -376,7 +363,7 @@ pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -
         _ if !retryable => message.clone(),
         _ => format!("backend {}: {message}", backend.name),
     };
-    let error = from_upstream(kind, shown)
+    let error = GatewayError::from_upstream(kind, shown)
         .with_retryable(retryable)
         .with_upstream_status(code);
     Failure {
@@ -387,11 +374,6 @@ pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -
         body: message,
         written: true,
     }
-}
-
-/// The one place where error text an upstream wrote becomes an error a client may see.
-pub fn from_upstream(kind: ErrorKind, text: String) -> GatewayError {
-    GatewayError::new(kind, text)
 }
 
 /// The human text of an upstream error body in any of the three shapes.

@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use actix_web::{App, test as atest, web};
+use corral::cli::keys as keys_cli;
 use corral::config::Config;
+use corral::keys::probe::Verdict;
 use corral::keys::{KeyPools, derive_key_id};
 use corral::metrics::Metrics;
 use corral::sim::{SimArgs, SimHandle};
-use corral::store::keys_cli::{self, Verdict};
 use corral::store::{Store, keys, users};
 use serde_json::Value;
 

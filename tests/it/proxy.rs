@@ -88,7 +88,7 @@ async fn chat(url: &str, model: &str, text: &str, stream: bool) -> (u16, String,
 async fn assert_released(running: &corral::Running) {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let (inflight, reserved) = running.gateway.fleet.totals().await;
+        let (inflight, reserved) = running.gateway.fleet.totals();
         if inflight == 0 && reserved == 0 {
             return;
         }

@@ -1,9 +1,10 @@
 //! `corral users …` and `corral migrate`: blocking commands that print for a person.
 
 use crate::config::Config;
+use crate::store::users::{self, User};
+use crate::store::{Store, StoreError, rfc3339};
 
-use super::users::{self, User};
-use super::{Store, rfc3339};
+use super::aligned;
 
 /// `corral users …`
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -38,7 +39,7 @@ fn open(cfg: &Config) -> Result<Store, String> {
 /// Runs a `users` subcommand; errors are one sentence for stderr (exit code 1).
 pub fn run_users(cfg: &Config, cmd: UsersCmd) -> Result<(), String> {
     let store = open(cfg)?;
-    let err = |e: super::StoreError| e.to_string();
+    let err = |e: StoreError| e.to_string();
     match cmd {
         UsersCmd::Create {
             name,
@@ -125,27 +126,6 @@ pub fn table(users: &[User]) -> String {
         ]);
     }
     aligned(&rows)
-}
-
-/// Rows as left-aligned columns two spaces apart.
-pub(crate) fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]
