@@ -297,10 +297,75 @@ pub struct RoutingConfig {
     /// `anthropic-beta` values forwarded upstream (the operator's key pays for them); the
     /// others are removed from the header.
     pub anthropic_betas: Vec<String>,
-    /// Top-level body fields removed from every client request before it is forwarded
-    /// (`mcp_servers` would make an upstream call out to servers a client names).
-    pub dropped_fields: Vec<String>,
+    /// Top-level fields of a `/v1/messages` body that may reach an upstream (Anthropic-kind
+    /// upstreams get the client's body as sent); the others are removed before anything
+    /// reads it. Not listed by default: `mcp_servers` and `container` (an upstream would
+    /// call out to servers a client names, or run code, on the operator's key) and
+    /// `service_tier` (the operator's billing choice).
+    pub anthropic_fields: Vec<String>,
+    /// The same for `/v1/chat/completions` bodies (OpenAI-kind upstreams get them as sent).
+    pub openai_fields: Vec<String>,
 }
+
+/// The Messages API request fields Claude Code and the Anthropic SDKs send, but for the
+/// ones that make the upstream act on the operator's key beyond answering.
+const ANTHROPIC_FIELDS: [&str; 17] = [
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "metadata",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_k",
+    "top_p",
+    "thinking",
+    "tools",
+    "tool_choice",
+    "output_config",
+    "output_format",
+    "context_management",
+    "cache_control",
+];
+
+/// The Chat Completions request fields the OpenAI SDK documents (and `top_k`, which
+/// OpenAI-compatible servers take), but for `service_tier`, `store` and
+/// `web_search_options`.
+const OPENAI_FIELDS: [&str; 32] = [
+    "model",
+    "messages",
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "top_k",
+    "user",
+    "verbosity",
+];
 
 impl Default for RoutingConfig {
     fn default() -> Self {
@@ -329,7 +394,8 @@ impl Default for RoutingConfig {
             ]
             .map(String::from)
             .to_vec(),
-            dropped_fields: vec!["mcp_servers".into()],
+            anthropic_fields: ANTHROPIC_FIELDS.map(String::from).to_vec(),
+            openai_fields: OPENAI_FIELDS.map(String::from).to_vec(),
         }
     }
 }
@@ -408,6 +474,19 @@ impl Config {
         }
         if let Err(e) = KeepAlive::parse(&self.routing.client_keep_alive) {
             bad("routing.client_keep_alive".into(), e);
+        }
+        for (name, fields) in [
+            ("anthropic_fields", &self.routing.anthropic_fields),
+            ("openai_fields", &self.routing.openai_fields),
+        ] {
+            for needed in ["model", "messages"] {
+                if !fields.iter().any(|f| f == needed) {
+                    bad(
+                        format!("routing.{name}"),
+                        format!("must list `{needed}`, or no request could be served"),
+                    );
+                }
+            }
         }
         for (i, origin) in self.server.cors_origins.iter().enumerate() {
             if let Err(why) = check_origin(origin, self.server.cors_origins.len()) {

@@ -42,16 +42,28 @@ pub enum ErrorKind {
     Draining,
 }
 
-/// Pingora-style: the error knows its kind, whether retrying elsewhere may help,
-/// the upstream status if any, its cause, and whether bytes had already reached the client.
+/// Pingora-style: the error knows its kind, whether retrying elsewhere may help, its
+/// cause, and whether bytes had already reached the client; for a failed upstream attempt
+/// also why it failed, whether the request may have reached the upstream, and the
+/// upstream's status, `Retry-After` and error text.
 #[derive(Debug, Clone)]
 pub struct GatewayError {
     pub kind: ErrorKind,
     pub message: String,
     /// Another backend (or key) may still serve the request.
     pub retryable: bool,
+    /// Why an upstream attempt failed, for the backend's health and the failover; `None`
+    /// for errors that are no upstream's (see [`GatewayError::failure_reason`]).
+    pub reason: Option<FailureReason>,
+    /// Whether the upstream may have received the request: false only when nothing was
+    /// written (no connection, no key, no client). True unless said otherwise, so that
+    /// nothing is sent twice by mistake.
+    pub written: bool,
+    /// The upstream's status and `Retry-After`, when it answered at all.
     pub upstream_status: Option<u16>,
     pub retry_after: Option<Duration>,
+    /// The upstream's error text (scrubbed of secrets), as the classify table read it.
+    pub upstream_text: Box<str>,
     /// The field at fault, for 400s (OpenAI's `param`).
     pub param: Option<String>,
     /// The answer had begun: the client saw bytes, so the error ends its stream instead
@@ -59,6 +71,65 @@ pub struct GatewayError {
     pub after_first_byte: bool,
     /// The lower-level error behind this one, for logs (`source()` walks the chain).
     pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Why a request to a backend failed, as the proxy classified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// TCP/TLS connection failed.
+    Connect,
+    /// No first byte, or too long a gap between chunks.
+    Timeout,
+    /// 500/502/504 and other server errors.
+    Status5xx,
+    /// The backend could not load the model (out of memory).
+    OutOfMemory,
+    /// The backend does not have the model (404).
+    ModelNotFound,
+    /// The backend's queue is full (503 "server busy"). A 429 for one upstream key belongs to
+    /// that key, not to the backend: don't report it here or the whole backend is ejected.
+    Overloaded,
+    /// The backend answered something unreadable.
+    Protocol,
+    /// The backend refused the request itself (400, 401, 403, 413...).
+    Client4xx,
+}
+
+impl FailureReason {
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Connect => "connect",
+            FailureReason::Timeout => "timeout",
+            FailureReason::Status5xx => "status_5xx",
+            FailureReason::OutOfMemory => "out_of_memory",
+            FailureReason::ModelNotFound => "model_not_found",
+            FailureReason::Overloaded => "overloaded",
+            FailureReason::Protocol => "protocol",
+            FailureReason::Client4xx => "client_4xx",
+        }
+    }
+
+    /// Does this say the backend itself is unhealthy (and count toward opening its circuit)?
+    /// The others prove it is alive: it answered, about a model or a request.
+    pub fn is_health_failure(self) -> bool {
+        matches!(
+            self,
+            FailureReason::Connect
+                | FailureReason::Timeout
+                | FailureReason::Status5xx
+                | FailureReason::Overloaded
+                | FailureReason::Protocol
+        )
+    }
+
+    /// Failures that count toward a burst (5xx and timeouts) even between successes.
+    pub fn is_burst_failure(self) -> bool {
+        matches!(
+            self,
+            FailureReason::Timeout | FailureReason::Status5xx | FailureReason::Overloaded
+        )
+    }
 }
 
 /// Longest error text a client sees or the request log stores: messages may quote what a
@@ -96,8 +167,11 @@ impl GatewayError {
             kind,
             message: capped(crate::redact::scrub_owned(message.into())),
             retryable,
+            reason: None,
+            written: true,
             upstream_status: None,
             retry_after: None,
+            upstream_text: Box::default(),
             param: None,
             after_first_byte: false,
             cause: None,
@@ -140,6 +214,30 @@ impl GatewayError {
         self.after_first_byte = true;
         self.retryable = false;
         self
+    }
+
+    /// A failed upstream attempt, after the request may have reached the upstream.
+    pub fn attempt(mut self, reason: FailureReason) -> Self {
+        self.reason = Some(reason);
+        self.written = true;
+        self
+    }
+
+    /// A failed upstream attempt before anything was sent.
+    pub fn unsent(mut self, reason: FailureReason) -> Self {
+        self.reason = Some(reason);
+        self.written = false;
+        self
+    }
+
+    /// Why the attempt failed, for the backend's health: the classified reason when there
+    /// is one, else what the kind says (an idle upstream timed out; anything else broke
+    /// the exchange).
+    pub fn failure_reason(&self) -> FailureReason {
+        self.reason.unwrap_or(match self.kind {
+            ErrorKind::UpstreamTimeout => FailureReason::Timeout,
+            _ => FailureReason::Protocol,
+        })
     }
 
     pub fn with_retryable(mut self, retryable: bool) -> Self {

@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpListener};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{App, HttpServer, middleware, web};
+use actix_web::{App, middleware, web};
 
 use crate::config::Config;
 use crate::store::Store;
@@ -113,7 +113,14 @@ pub fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
 
 /// Binds `listen` (port 0 = any) and starts serving in the current actix system;
 /// returns at once.
+///
+/// actix-web's `HttpServer` with one change: every connection is read through
+/// [`api::body::Paced`], so what a client sends before it is known (or after it was
+/// refused) waits in the kernel rather than in a buffer of ours.
 pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
+    use actix_http::{HttpService, KeepAlive, Protocol};
+    use actix_service::{ServiceFactoryExt, fn_service, map_config};
+
     let grace = config.server.shutdown_grace;
     let head_timeout = config.server.head_timeout;
     let workers = config.server.workers;
@@ -124,19 +131,44 @@ pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
     let listener = TcpListener::bind(listen)?;
     let addr = listener.local_addr()?;
     let data = gateway.clone();
-    let mut server = HttpServer::new(move || app(data.clone()))
-        .on_connect(no_delay)
-        .listen(listener)?
+    let mut builder = actix_server::Server::build();
+    let drain = builder.graceful_shutdown_signal();
+    builder = builder
+        .listen("corral", listener, move || {
+            let drain = drain.clone();
+            let http = HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let drain = drain.clone();
+                    async move { drain.notified().await }
+                })
+                .keep_alive(KeepAlive::Timeout(std::time::Duration::from_secs(5)))
+                // A head that trickles in holds a connection; the body has its own deadline.
+                .client_request_timeout(head_timeout)
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                // A client that closes its side cancels its request, so the upstream one
+                // stops too.
+                .h1_allow_half_closed(false)
+                .local_addr(addr)
+                .on_connect_ext(|io: &api::body::Paced<_>, ext| no_delay(io.get_ref(), ext))
+                .finish(map_config(app(data.clone()), move |_| {
+                    actix_web::dev::AppConfig::__priv_test_new(false, addr.to_string(), addr)
+                }));
+            fn_service(|io: actix_web::rt::net::TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((
+                    api::body::Paced::new(io),
+                    Protocol::Http1,
+                    peer,
+                ))
+            })
+            .and_then(http)
+        })?
         .disable_signals()
-        // A client that closes its side cancels its request, so the upstream one stops too.
-        .h1_allow_half_closed(false)
-        // A head that trickles in holds a connection; the body has its own deadline.
-        .client_request_timeout(head_timeout)
         .shutdown_timeout(grace.as_secs().max(1));
     if workers > 0 {
-        server = server.workers(workers);
+        builder = builder.workers(workers);
     }
-    let server = server.run();
+    let server = builder.run();
     let handle = server.handle();
     let task = actix_web::rt::spawn(server);
     Ok(Running {

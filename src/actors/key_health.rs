@@ -1,5 +1,5 @@
 //! Key health that outlives a process: disables and re-enables decided here are written to
-//! the database with their reason and time, and a key disabled by refused credentials is
+//! the database with their reason and time (a `keys_file` key's in `key_states`), and a key disabled by refused credentials is
 //! re-probed with a cheap authenticated listing, backing off, and enabled again once the
 //! upstream accepts it. An operator's disable is never probed nor undone.
 
@@ -15,7 +15,7 @@ use crate::config::{BackendKind, Config};
 use crate::keys::state::DisableReason;
 use crate::keys::{KeyEvent, KeyPools};
 use crate::routing::fleet::BackendInfo;
-use crate::store::Store;
+use crate::store::{Store, keys};
 use crate::upstream::{self, Call, Client, Reach};
 
 /// How often due probes are looked for.
@@ -47,21 +47,24 @@ fn persist(store: Store, pools: KeyPools) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             };
             let written = match ev {
-                // An operator's choices are written by the admin API or CLI that made them.
-                KeyEvent::Disabled {
-                    id,
-                    reason: DisableReason::Failures,
-                    ..
-                } => {
+                KeyEvent::Disabled { id, pool, reason } => {
                     store
                         .run(move |c| {
-                            crate::store::keys::record_disabled(c, &id, DisableReason::Failures)
+                            // An operator's disable of a stored key is written by the admin
+                            // API or CLI that made it; one of a `keys_file` key only here.
+                            if reason == DisableReason::Failures {
+                                keys::record_disabled(c, &id, reason)?;
+                            }
+                            keys::record_file_disabled(c, &id, &pool, reason).map(drop)
                         })
                         .await
                 }
                 KeyEvent::Enabled { id, .. } => {
                     store
-                        .run(move |c| crate::store::keys::record_enabled(c, &id))
+                        .run(move |c| {
+                            keys::record_enabled(c, &id)?;
+                            keys::clear_file_disabled(c, &id)
+                        })
                         .await
                 }
                 _ => continue,
@@ -173,7 +176,7 @@ async fn probe(client: &Client, backend: &BackendInfo, secret: &str) -> Verdict 
     };
     match upstream::send(client, backend, call, Instant::now() + PROBE_TIMEOUT).await {
         Ok(_) => Verdict::Accepted,
-        Err(f) if matches!(f.status, Some(401 | 403)) => Verdict::Refused,
+        Err(f) if matches!(f.upstream_status, Some(401 | 403)) => Verdict::Refused,
         Err(_) => Verdict::Unknown,
     }
 }

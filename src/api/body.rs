@@ -1,9 +1,12 @@
 //! What a request may hold before and while its body arrives: the caller is known before
-//! any body byte is read, the whole body has a deadline, and the bodies still arriving
-//! share one memory budget.
+//! any body byte is read, the whole body has a deadline, the bodies still arriving share
+//! one memory budget, and a connection is read a little at a time ([`Paced`]).
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServiceRequest;
@@ -11,10 +14,91 @@ use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, TRANSFER_ENCODING};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage, HttpRequest};
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::Gateway;
 use crate::auth::Principal;
 use crate::error::{ErrorKind, GatewayError};
+
+/// A client connection read at most [`PACED_READ`] bytes at a time, once per wake-up.
+///
+/// actix-http reads whatever the socket holds, up to 128 KiB, into a buffer of the
+/// connection before it parses the request head, and again while it drains a body it
+/// refused during its close linger (growing that buffer as it goes): 2,000 connections
+/// that each sent 260 KB without a token held 150 to 250 MiB in those buffers. Read this
+/// way the buffer stays near its first size and the rest waits in the kernel until the
+/// request is known; a body being read still streams, one read per wake-up.
+/// The most one read of a client connection takes (actix-http's own first buffer size).
+pub const PACED_READ: usize = 4 * 1024;
+
+pub struct Paced<T> {
+    io: T,
+    just_read: bool,
+}
+
+impl<T> Paced<T> {
+    pub fn new(io: T) -> Paced<T> {
+        Paced {
+            io,
+            just_read: false,
+        }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Paced<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.just_read {
+            self.just_read = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let want = buf.remaining().min(PACED_READ);
+        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(want));
+        let polled = Pin::new(&mut self.io).poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        buf.advance(n);
+        self.just_read = matches!(polled, Poll::Ready(Ok(()))) && n > 0;
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Paced<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 /// Memory held by request bodies still arriving, across every worker.
 #[derive(Clone)]

@@ -64,7 +64,7 @@ impl Exchange {
         let body = super::read_body(payload, req, limit)
             .await
             .map_err(refuse)?;
-        let body = super::policy::client_body(&gw.config.routing, caller.admin, body);
+        let body = super::policy::client_body(&gw.config.routing, req.path(), caller.admin, body);
         let inbound = decode(body.clone()).map_err(refuse)?;
         let mut record = Record::new(gw.clone(), req, dialect, caller.name, inbound.model, body);
         // A generating request reserves its whole possible answer too, so parallel requests
@@ -76,7 +76,7 @@ impl Exchange {
         } else {
             0
         };
-        let estimate = crate::ir::estimate_tokens(record.body().len()) + output;
+        let estimate = crate::ir::estimate_tokens(record.body().len()).saturating_add(output);
         match gw
             .limiter
             .check(record.user(), caller.rpm, caller.tpm, estimate)
@@ -171,11 +171,9 @@ impl Exchange {
             self.record.answered(None);
             return HttpResponse::Ok().json(body);
         }
-        let build = |b: &_, served: &str| {
-            self.request
-                .call(b, served, self.record.requested(), req.headers())
-        };
-        let served = match forward::open(&self.gw, clients, &target, &build).await {
+        let (requested, attempts) = self.record.for_attempts();
+        let build = |b: &_, served: &str| self.request.call(b, served, requested, req.headers());
+        let served = match forward::open(&self.gw, clients, &target, &build, attempts).await {
             Ok(s) => s,
             Err(e) => return self.fail(e),
         };

@@ -1,7 +1,10 @@
 //! The end of every request: metrics, the request-log row, key usage, rate-limit
 //! reconciliation, lease release and the serving backend's health are written here and
 //! nowhere else, once, when the request's [`Record`] is dropped - after a whole answer,
-//! at the end of a stream, on an error, or when the client goes away mid-way.
+//! at the end of a stream, on an error, or when the client goes away mid-way. (The one
+//! thing said earlier: a failed attempt's health goes to the placer at once, by the
+//! failover loop, which notes the attempt in `forward::Attempts` for the metrics counted
+//! here.)
 //!
 //! Deciding what to write ([`State::settle`]) is pure and unit-tested per outcome; writing
 //! it ([`finish`]) has nothing left to decide.
@@ -17,9 +20,9 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponseBuilder};
 use crate::Gateway;
 use crate::actors::log_writer::RequestRecord;
 use crate::api::dedup::{How, Spent};
-use crate::api::forward::{Served, Upstream};
+use crate::api::forward::{Attempts, Served, Upstream};
 use crate::dialect::Dialect;
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::GatewayError;
 use crate::keys::{KeyLease, KeyOutcome};
 use crate::ratelimit::Reservation;
 use crate::routing::fleet::{BackendInfo, FailureReason, Lease};
@@ -102,6 +105,8 @@ pub struct State {
     upstream_ttfb: Duration,
     /// Time from the start of the request until the answer began.
     ttfb: Option<Duration>,
+    /// What the failover loop tried before an upstream answered (or all failed).
+    attempts: Attempts,
     outcome: Outcome,
 }
 
@@ -144,6 +149,7 @@ pub struct Settlement {
     ttfb: Option<Duration>,
     duration: Duration,
     shared: Option<How>,
+    attempts: Attempts,
     key: Option<(KeyLease, KeyOutcome)>,
     lease: Option<Lease>,
     health: Option<Health>,
@@ -172,6 +178,7 @@ impl State {
             lease: None,
             upstream_ttfb: Duration::ZERO,
             ttfb: None,
+            attempts: Attempts::default(),
             outcome: Outcome::Open,
         }
     }
@@ -196,6 +203,11 @@ impl State {
     /// The model that serves (after aliases and fallbacks).
     pub fn served_model(&self) -> &str {
         &self.served_model
+    }
+
+    /// The model the client sent, and where the failover loop notes its attempts.
+    pub fn for_attempts(&mut self) -> (&str, &mut Attempts) {
+        (&self.requested_model, &mut self.attempts)
     }
 
     /// The user's rate-limit grant, reconciled with the real token count at the end.
@@ -408,6 +420,7 @@ impl State {
             ttfb: self.ttfb,
             duration,
             shared,
+            attempts: std::mem::take(&mut self.attempts),
             key,
             health,
             lease,
@@ -419,10 +432,7 @@ impl State {
 
 /// What a failure mid-answer says about the backend that was sending it.
 pub fn health_of(e: &GatewayError) -> FailureReason {
-    match e.kind {
-        ErrorKind::UpstreamTimeout => FailureReason::Timeout,
-        _ => FailureReason::Protocol,
-    }
+    e.failure_reason()
 }
 
 /// Writes what `s` decided: the only place a request's outcome is recorded.
@@ -465,6 +475,25 @@ fn finish(gw: &web::Data<Gateway>, s: Settlement) {
     if let Some(how) = s.shared {
         m.dedup_shared.with_label_values(&[how.as_str()]).inc();
     }
+    let a = &s.attempts;
+    for (backend, reason) in &a.failed {
+        m.upstream_errors
+            .with_label_values(&[backend.as_str(), reason.as_str()])
+            .inc();
+    }
+    for reason in &a.failovers {
+        m.failovers.with_label_values(&[reason.as_str()]).inc();
+    }
+    if a.fallbacks > 0 {
+        m.failovers
+            .with_label_values(&["fallback"])
+            .inc_by(a.fallbacks);
+    }
+    if a.keys_rate_limited > 0 {
+        m.rate_limited
+            .with_label_values(&["key"])
+            .inc_by(a.keys_rate_limited);
+    }
     if let Some((key, outcome)) = s.key {
         gw.keys.report(&key, outcome);
     }
@@ -489,6 +518,7 @@ fn finish(gw: &web::Data<Gateway>, s: Settlement) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     fn state() -> State {
         let mut s = State::new(
@@ -649,11 +679,28 @@ mod tests {
         assert_eq!(done.used_tokens, 8);
     }
 
+    /// A backend as the failover loop names it.
+    fn backend(name: &str) -> BackendInfo {
+        BackendInfo {
+            id: 0,
+            name: name.into(),
+            name_header: None,
+            base_url: "http://127.0.0.1:1".into(),
+            config: crate::config::BackendConfig::default(),
+        }
+    }
+
     #[test]
     fn after_a_failover_only_the_serving_backend_and_model_are_recorded() {
         let mut s = state();
-        // Backend "a" failed before the first byte (reported by the failover loop) and the
-        // fallback model on "b" served.
+        // Backend "a" failed before the first byte (its health went to the placer at once),
+        // the failover found no other backend for "big", and the fallback model on "b"
+        // served.
+        let (requested, attempts) = s.for_attempts();
+        assert_eq!(requested, "big");
+        attempts.failed(&backend("a"), FailureReason::Status5xx);
+        attempts.failed_over(FailureReason::Status5xx);
+        attempts.fell_back();
         serve(&mut s, "b", "small:1b");
         s.answered(Some((2, 2)));
         let done = s.settle();
@@ -663,5 +710,48 @@ mod tests {
         assert_eq!(done.row.model_requested, "big");
         assert_eq!(done.row.error, None);
         assert!(matches!(done.health, Some(Health::Succeeded { .. })));
+        // The attempts are counted once, at the end, whatever served.
+        assert_eq!(
+            done.attempts.failed,
+            [("a".to_string(), FailureReason::Status5xx)]
+        );
+        assert_eq!(done.attempts.failovers, [FailureReason::Status5xx]);
+        assert_eq!(done.attempts.fallbacks, 1);
+        assert_eq!(done.attempts.keys_rate_limited, 0);
+    }
+
+    #[test]
+    fn failed_attempts_are_counted_when_every_backend_failed_and_when_the_client_left() {
+        // Two keys refused for their rate limit, then the backend's attempts ran out.
+        let mut s = state();
+        let (_, attempts) = s.for_attempts();
+        attempts.failed(&backend("cloud"), FailureReason::Overloaded);
+        attempts.key_rate_limited();
+        attempts.failed(&backend("cloud"), FailureReason::Overloaded);
+        attempts.key_rate_limited();
+        let e = GatewayError::new(ErrorKind::UpstreamStatus, "backend cloud: rate limited")
+            .with_upstream_status(429);
+        s.failed(429, &e, None, None);
+        let done = s.settle();
+        assert_eq!(done.row.status, 429);
+        assert_eq!(done.attempts.failed.len(), 2);
+        assert_eq!(done.attempts.keys_rate_limited, 2);
+        assert!(done.attempts.failovers.is_empty());
+        assert_eq!(done.health, None, "the attempts reported themselves");
+
+        // A client that hangs up during the failover still has its attempts counted.
+        let mut s = state();
+        let (_, attempts) = s.for_attempts();
+        attempts.failed(&backend("a"), FailureReason::Timeout);
+        attempts.failed_over(FailureReason::Timeout);
+        let done = s.settle();
+        assert_eq!(done.row.status, 499);
+        assert_eq!(done.attempts.failovers, [FailureReason::Timeout]);
+
+        // A request served at the first attempt has nothing to count.
+        let mut s = state();
+        serve(&mut s, "a", "big:7b");
+        s.answered(None);
+        assert_eq!(s.settle().attempts, Attempts::default());
     }
 }

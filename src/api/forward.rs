@@ -45,13 +45,54 @@ pub struct Upstream {
     pub buffered: upstream::Claim,
 }
 
+/// What the failover loop did, noted as it happens and counted by the request's finish
+/// (`api/finish.rs`):
+/// `corral_upstream_errors_total`, `corral_failovers_total` and the upstream keys'
+/// `corral_rate_limited_total`. Allocates only when an attempt fails.
+#[derive(Debug, Default, PartialEq)]
+pub struct Attempts {
+    /// Each failed attempt: the backend's name and why.
+    pub(super) failed: Vec<(String, FailureReason)>,
+    /// Each move to another backend, by the reason of the attempt that failed.
+    pub(super) failovers: Vec<FailureReason>,
+    /// Moves to the next fallback model.
+    pub(super) fallbacks: u64,
+    /// Attempts an upstream refused because of the key's rate or usage limit.
+    pub(super) keys_rate_limited: u64,
+}
+
+impl Attempts {
+    /// An attempt on `backend` failed for `reason`.
+    pub fn failed(&mut self, backend: &BackendInfo, reason: FailureReason) {
+        self.failed.push((backend.name.clone(), reason));
+    }
+
+    /// The request moves on to another backend after an attempt that failed for `reason`.
+    pub fn failed_over(&mut self, reason: FailureReason) {
+        self.failovers.push(reason);
+    }
+
+    /// The request moves on to the next fallback model.
+    pub fn fell_back(&mut self) {
+        self.fallbacks += 1;
+    }
+
+    /// The upstream refused the attempt's key for its rate or usage limit.
+    pub fn key_rate_limited(&mut self) {
+        self.keys_rate_limited += 1;
+    }
+}
+
 /// Places `model` (then its fallbacks) and sends the call `build` makes for each backend,
-/// moving on after any retryable failure until the first body bytes are in hand.
+/// moving on after any retryable failure until the first body bytes are in hand. A failed
+/// attempt is reported to the placer at once (the next placement must see it) and noted
+/// in `attempts`, which the request's finish counts.
 pub async fn open(
     gw: &Gateway,
     clients: &UpstreamClients,
     model: &str,
     build: &dyn Fn(&BackendInfo, &str) -> Result<Call, GatewayError>,
+    attempts: &mut Attempts,
 ) -> Result<Served, GatewayError> {
     let fallbacks = gw.config.routing.fallbacks.get(model);
     let chain = std::iter::once(model).chain(fallbacks.into_iter().flatten().map(String::as_str));
@@ -59,9 +100,9 @@ pub async fn open(
     let mut resends = upstream::Resends::default();
     for (step, candidate) in chain.enumerate() {
         if step > 0 {
-            gw.metrics.failovers.with_label_values(&["fallback"]).inc();
+            attempts.fell_back();
         }
-        match try_model(gw, clients, candidate, build, &mut resends).await {
+        match try_model(gw, clients, candidate, build, &mut resends, attempts).await {
             Ok(served) => return Ok(served),
             Err(e)
                 if e.retryable || matches!(e.kind, ErrorKind::NotFound | ErrorKind::NoCapacity) =>
@@ -89,6 +130,7 @@ async fn try_model(
     model: &str,
     build: &dyn Fn(&BackendInfo, &str) -> Result<Call, GatewayError>,
     resends: &mut upstream::Resends,
+    attempts: &mut Attempts,
 ) -> Result<Served, GatewayError> {
     let mut exclude = Vec::new();
     let mut last: Option<GatewayError> = None;
@@ -103,18 +145,15 @@ async fn try_model(
             Err(e) => return Err(last.unwrap_or(e)),
         };
         let backend = lease.backend.clone();
-        match try_backend(gw, clients, lease, build, resends).await {
+        match try_backend(gw, clients, lease, build, resends, attempts).await {
             Ok(served) => return Ok(served),
             Err(mut f) => {
-                if !f.error.retryable || !resends.allow(&backend, &mut f) {
-                    return Err(f.error);
+                if !f.retryable || !resends.allow(&backend, &mut f) {
+                    return Err(f);
                 }
                 exclude.push(backend.id);
-                gw.metrics
-                    .failovers
-                    .with_label_values(&[f.reason.as_str()])
-                    .inc();
-                last = Some(f.error);
+                attempts.failed_over(f.failure_reason());
+                last = Some(f);
             }
         }
     }
@@ -132,19 +171,17 @@ async fn try_backend(
     lease: Lease,
     build: &dyn Fn(&BackendInfo, &str) -> Result<Call, GatewayError>,
     resends: &mut upstream::Resends,
-) -> Result<Served, upstream::Failure> {
+    attempts: &mut Attempts,
+) -> Result<Served, GatewayError> {
     let backend = lease.backend.clone();
     let model = lease.model.clone();
     let Some(client) = clients.get(backend.id) else {
-        return Err(upstream::Failure::unsent(
-            GatewayError::internal("backend has no client"),
-            FailureReason::Protocol,
-        ));
+        return Err(GatewayError::internal("backend has no client").unsent(FailureReason::Protocol));
     };
     let mut tries = 0;
     // Keys the upstream refused in this request: counted once each, never sent again.
     let mut refused: Vec<KeyLease> = Vec::new();
-    let mut last_refusal: Option<upstream::Failure> = None;
+    let mut last_refusal: Option<GatewayError> = None;
     loop {
         tries += 1;
         let key = match &backend.config.key_pool {
@@ -154,23 +191,21 @@ async fn try_backend(
                 Err(e) if e.kind == ErrorKind::NoCapacity && last_refusal.is_some() => {
                     return Err(last_refusal
                         .take()
-                        .unwrap_or_else(|| upstream::Failure::new(e, FailureReason::Overloaded)));
+                        .unwrap_or_else(|| e.attempt(FailureReason::Overloaded)));
                 }
                 Err(e) => {
                     // Every key cooling down: another backend may still serve.
                     lease.failed(FailureReason::Overloaded);
                     let retryable =
                         e.kind != ErrorKind::RateLimited || gw.fleet.backends().len() > 1;
-                    return Err(upstream::Failure::unsent(
-                        e.with_retryable(retryable),
-                        FailureReason::Overloaded,
-                    ));
+                    return Err(e
+                        .with_retryable(retryable)
+                        .unsent(FailureReason::Overloaded));
                 }
             },
             None => None,
         };
-        let mut call = build(&backend, &model)
-            .map_err(|e| upstream::Failure::unsent(e, FailureReason::Client4xx))?;
+        let mut call = build(&backend, &model).map_err(|e| e.unsent(FailureReason::Client4xx))?;
         if let Some(h) = upstream::credential(&backend, key.as_ref().map(|k| k.secret())) {
             call.headers.push(h);
         }
@@ -193,34 +228,28 @@ async fn try_backend(
                             buffered: gw.answers.claim(),
                         });
                     }
-                    Ok(Some(Err(e))) => upstream::Failure::new(
-                        GatewayError::new(
-                            ErrorKind::UpstreamProtocol,
-                            format!("backend {} broke off: {e}", backend.name),
-                        ),
-                        FailureReason::Protocol,
-                    ),
+                    Ok(Some(Err(e))) => GatewayError::new(
+                        ErrorKind::UpstreamProtocol,
+                        format!("backend {} broke off: {e}", backend.name),
+                    )
+                    .with_cause(e)
+                    .attempt(FailureReason::Protocol),
                     // `opened` is dropped with its connection: the upstream sees the close.
-                    Err(_) => upstream::Failure::new(
-                        GatewayError::new(
-                            ErrorKind::UpstreamTimeout,
-                            format!("backend {} sent no answer in time", backend.name),
-                        ),
-                        FailureReason::Timeout,
-                    ),
+                    Err(_) => GatewayError::new(
+                        ErrorKind::UpstreamTimeout,
+                        format!("backend {} sent no answer in time", backend.name),
+                    )
+                    .attempt(FailureReason::Timeout),
                 }
             }
             Err(f) => f,
         };
-        let label = failure.reason.as_str();
-        gw.metrics
-            .upstream_errors
-            .with_label_values(&[backend.name.as_str(), label])
-            .inc();
+        let reason = failure.failure_reason();
+        attempts.failed(&backend, reason);
         if let Some(k) = &key {
             if let Some(outcome) = key_outcome(&failure, &model) {
                 if matches!(outcome, KeyOutcome::RateLimited { .. }) {
-                    gw.metrics.rate_limited.with_label_values(&["key"]).inc();
+                    attempts.key_rate_limited();
                 }
                 let auth_failed = outcome == KeyOutcome::AuthFailed;
                 if auth_failed {
@@ -236,21 +265,21 @@ async fn try_backend(
                 }
             }
         }
-        if key.is_none() || !matches!(failure.status, Some(401 | 403 | 429)) {
-            lease.failed(failure.reason);
+        if key.is_none() || !matches!(failure.upstream_status, Some(401 | 403 | 429)) {
+            lease.failed(reason);
         }
-        tracing::warn!(backend = %backend.name, model = %model, reason = label, "upstream attempt failed: {}", failure.error);
+        tracing::warn!(backend = %backend.name, model = %model, reason = reason.as_str(), "upstream attempt failed: {failure}");
         return Err(failure);
     }
 }
 
 /// What an upstream failure says about the key that was used; `None`: not the key's fault
 /// (5xx, 529 and the rest are the backend's health, never the key's).
-fn key_outcome(f: &upstream::Failure, model: &str) -> Option<KeyOutcome> {
-    match upstream::classify::classify(f.status?, &f.body).key {
+fn key_outcome(f: &GatewayError, model: &str) -> Option<KeyOutcome> {
+    match upstream::classify::classify(f.upstream_status?, &f.upstream_text).key {
         KeyBlame::RateLimited | KeyBlame::UsageLimited => Some(KeyOutcome::RateLimited {
             retry_after: f.retry_after,
-            body: f.body.clone(),
+            body: f.upstream_text.to_string(),
         }),
         KeyBlame::ModelDenied => Some(KeyOutcome::ModelDenied {
             model: model.to_string(),

@@ -71,7 +71,7 @@ pub async fn management(
             let deadline = Instant::now() + b.config.first_byte_timeout;
             let outcome = match upstream::send(client, &b, call, deadline).await {
                 Ok(opened) => relay_tagged(opened.body, &b.name).await.map_err(|m| (None, m)),
-                Err(f) => Err((f.status, f.error.message)),
+                Err(f) => Err((f.upstream_status, f.message)),
             };
             match outcome {
                 Ok(lines) => yield Ok::<Bytes, actix_web::Error>(lines),

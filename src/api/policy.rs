@@ -1,7 +1,8 @@
 //! Operator policy over what clients may steer on shared upstreams: a user's Ollama
 //! `keep_alive` (unloading a model others use, or pinning it forever) is passed, dropped or
-//! clamped before the request is decoded (admins' values pass); body fields such as
-//! `mcp_servers` are dropped, and only listed `anthropic-beta` values are forwarded.
+//! clamped before the request is decoded (admins' values pass); only listed top-level body
+//! fields reach OpenAI- and Anthropic-kind upstreams (so `mcp_servers` does not), and only
+//! listed `anthropic-beta` values.
 
 use std::time::Duration;
 
@@ -48,24 +49,35 @@ impl KeepAlive {
     }
 }
 
-/// The client's body as it may be forwarded: `dropped` top-level fields removed, and a
-/// non-admin's `keep_alive` under `keep_alive` (the bytes are untouched when neither
-/// applies, so most bodies are not parsed here).
-pub fn client_body(routing: &RoutingConfig, admin: bool, body: Bytes) -> Bytes {
+/// The top-level fields of a body to `path` that may reach an upstream, when the body can
+/// be forwarded as the client sent it: `/v1/messages` to Anthropic-kind upstreams,
+/// `/v1/chat/completions` to OpenAI-kind ones. Other bodies are re-encoded from the fields
+/// corral decodes, so nothing else passes anyway.
+fn allowed_fields<'a>(routing: &'a RoutingConfig, path: &str) -> Option<&'a [String]> {
+    match path {
+        "/v1/messages" | "/v1/messages/count_tokens" => Some(&routing.anthropic_fields),
+        "/v1/chat/completions" => Some(&routing.openai_fields),
+        _ => None,
+    }
+}
+
+/// The client's body to `path` as it may be forwarded: only the top-level fields
+/// `[routing] anthropic_fields` / `openai_fields` list, and a non-admin's `keep_alive`
+/// under `client_keep_alive`. A body that needs neither is not parsed here.
+pub fn client_body(routing: &RoutingConfig, path: &str, admin: bool, body: Bytes) -> Bytes {
     let steer_keep_alive = !admin && contains(&body, b"\"keep_alive\"");
-    let drop_some = routing
-        .dropped_fields
-        .iter()
-        .any(|f| contains(&body, format!("\"{f}\"").as_bytes()));
-    if !steer_keep_alive && !drop_some {
+    let allowed = allowed_fields(routing, path);
+    if !steer_keep_alive && allowed.is_none() {
         return body;
     }
     let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&body) else {
         return body;
     };
-    for f in &routing.dropped_fields {
-        m.remove(f);
+    let before = m.len();
+    if let Some(allowed) = allowed {
+        m.retain(|k, _| allowed.iter().any(|a| a == k));
     }
+    let mut changed = m.len() != before;
     if steer_keep_alive {
         if let (Ok(policy), Some(given)) = (
             KeepAlive::parse(&routing.client_keep_alive),
@@ -74,7 +86,11 @@ pub fn client_body(routing: &RoutingConfig, admin: bool, body: Bytes) -> Bytes {
             if let Some(v) = policy.apply(&given) {
                 m.insert("keep_alive".into(), v);
             }
+            changed = true;
         }
+    }
+    if !changed {
+        return body;
     }
     Bytes::from(Value::Object(m).to_string())
 }
@@ -131,20 +147,44 @@ mod tests {
             ..RoutingConfig::default()
         };
         let body = Bytes::from(json!({"model": "m", "keep_alive": keep_alive}).to_string());
-        let out: Value = serde_json::from_slice(&client_body(&routing, admin, body)).unwrap();
+        let out: Value =
+            serde_json::from_slice(&client_body(&routing, "/api/chat", admin, body)).unwrap();
         out.get("keep_alive").cloned()
     }
 
     #[test]
-    fn mcp_servers_are_dropped_and_betas_filtered() {
+    fn only_listed_fields_pass_and_betas_are_filtered() {
         let routing = RoutingConfig::default();
         let body = Bytes::from(
-            json!({"model": "m", "mcp_servers": [{"url": "http://evil"}], "x": 1}).to_string(),
+            json!({"model": "m", "messages": [], "max_tokens": 5, "stream": true,
+                   "mcp_servers": [{"url": "http://evil"}], "container": "c", "x": 1})
+            .to_string(),
         );
-        let out: Value = serde_json::from_slice(&client_body(&routing, true, body)).unwrap();
-        assert_eq!(out, json!({"model": "m", "x": 1}));
-        let plain = Bytes::from_static(br#"{"model":"m"}"#);
-        assert_eq!(client_body(&routing, false, plain.clone()), plain);
+        let out: Value =
+            serde_json::from_slice(&client_body(&routing, "/v1/messages", true, body)).unwrap();
+        assert_eq!(
+            out,
+            json!({"model": "m", "messages": [], "max_tokens": 5, "stream": true})
+        );
+        let body = Bytes::from(
+            json!({"model": "m", "messages": [], "service_tier": "priority", "top_p": 0.5})
+                .to_string(),
+        );
+        let out: Value =
+            serde_json::from_slice(&client_body(&routing, "/v1/chat/completions", true, body))
+                .unwrap();
+        assert_eq!(out, json!({"model": "m", "messages": [], "top_p": 0.5}));
+        // Bytes with nothing to remove, and bodies of other routes, are passed as sent.
+        let plain = Bytes::from_static(br#"{"model":"m", "messages":[]}"#);
+        assert_eq!(
+            client_body(&routing, "/v1/chat/completions", false, plain.clone()),
+            plain
+        );
+        let ollama = Bytes::from_static(br#"{"model":"m","mcp_servers":1,"options":{}}"#);
+        assert_eq!(
+            client_body(&routing, "/api/chat", false, ollama.clone()),
+            ollama
+        );
         assert_eq!(
             allowed_betas(
                 "claude-code-20250219, mcp-client-2025-04-04,interleaved-thinking-2025-05-14",

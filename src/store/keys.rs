@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use serde_json::{Value, json};
 
-use super::schema::api_keys;
+use super::schema::{api_keys, key_states};
 use super::{DbConnection, Store, StoreError, now, rfc3339};
 use crate::keys::import::ImportedKey;
 use crate::keys::state::DisableReason;
@@ -306,6 +306,51 @@ pub fn record_disabled(
     get(conn, id)
 }
 
+/// Records the disable of a key that lives only in a `keys_file` (it has no `api_keys`
+/// row, and its secret is not copied into the database): `false` when the key is stored,
+/// whose row [`record_disabled`] keeps. A failure disable never replaces an operator's.
+pub fn record_file_disabled(
+    conn: &mut DbConnection,
+    id: &str,
+    pool: &str,
+    reason: DisableReason,
+) -> Result<bool, StoreError> {
+    conn.transaction(|c| {
+        let stored: i64 = api_keys::table
+            .filter(api_keys::id.eq(id))
+            .count()
+            .get_result(c)?;
+        if stored > 0 {
+            return Ok(false);
+        }
+        let manual = DisableReason::Manual.as_str();
+        let current: Option<String> = key_states::table
+            .select(key_states::disabled_reason)
+            .filter(key_states::id.eq(id))
+            .first(c)
+            .optional()?;
+        if reason == DisableReason::Failures && current.as_deref() == Some(manual) {
+            return Ok(true);
+        }
+        diesel::delete(key_states::table.filter(key_states::id.eq(id))).execute(c)?;
+        diesel::insert_into(key_states::table)
+            .values((
+                key_states::id.eq(id),
+                key_states::pool.eq(pool),
+                key_states::disabled_reason.eq(reason.as_str()),
+                key_states::disabled_at.eq(now()),
+            ))
+            .execute(c)?;
+        Ok(true)
+    })
+}
+
+/// Forgets the disable of a `keys_file` key (enabled again).
+pub fn clear_file_disabled(conn: &mut DbConnection, id: &str) -> Result<(), StoreError> {
+    diesel::delete(key_states::table.filter(key_states::id.eq(id))).execute(conn)?;
+    Ok(())
+}
+
 /// Sets (or clears) a stored key's category. `None` when no stored key has that id.
 pub fn set_category(
     conn: &mut DbConnection,
@@ -330,7 +375,32 @@ pub async fn load_into(store: &Store, pools: &KeyPools) -> Result<usize, StoreEr
     let stored = store.run(load_stored).await?;
     let n = add_to_pools(stored, pools);
     restore_disables(store.run(failure_disables).await?, pools);
+    restore_file_disables(store.run(file_disables).await?, pools);
     Ok(n)
+}
+
+/// Disables of `keys_file` keys, with their reason and time.
+fn file_disables(
+    conn: &mut DbConnection,
+) -> Result<Vec<(String, String, NaiveDateTime)>, StoreError> {
+    Ok(key_states::table
+        .select((
+            key_states::id,
+            key_states::disabled_reason,
+            key_states::disabled_at,
+        ))
+        .load(conn)?)
+}
+
+fn restore_file_disables(rows: Vec<(String, String, NaiveDateTime)>, pools: &KeyPools) {
+    for (id, reason, at) in rows {
+        let reason = if reason == DisableReason::Manual.as_str() {
+            DisableReason::Manual
+        } else {
+            DisableReason::Failures
+        };
+        restore_disables_as(&id, reason, Some(at), pools);
+    }
 }
 
 /// Keys disabled after refused credentials, with when: the pools load them as disabled by
@@ -346,13 +416,23 @@ fn failure_disables(
 }
 
 fn restore_disables(rows: Vec<(String, Option<NaiveDateTime>)>, pools: &KeyPools) {
+    for (id, at) in rows {
+        restore_disables_as(&id, DisableReason::Failures, at, pools);
+    }
+}
+
+/// Marks `id` disabled for `reason` since `at` (now when unknown) in whichever pool has it.
+fn restore_disables_as(
+    id: &str,
+    reason: DisableReason,
+    at: Option<NaiveDateTime>,
+    pools: &KeyPools,
+) {
     let now = std::time::Instant::now();
     let utc = chrono::Utc::now().naive_utc();
-    for (id, at) in rows {
-        let ago = at.and_then(|t| (utc - t).to_std().ok()).unwrap_or_default();
-        let since = now.checked_sub(ago).unwrap_or(now);
-        pools.restore_disabled(&id, DisableReason::Failures, since);
-    }
+    let ago = at.and_then(|t| (utc - t).to_std().ok()).unwrap_or_default();
+    let since = now.checked_sub(ago).unwrap_or(now);
+    pools.restore_disabled(id, reason, since);
 }
 
 /// [`load_into`] for threads that may block.

@@ -30,6 +30,8 @@ pub enum DbConnection {
     Pg(diesel::PgConnection),
 }
 
+// Embedded when this file compiles: cargo does not notice a new migration directory, so
+// adding one means touching this file.
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 /// Key of the Postgres advisory lock held while migrating ("corral" in ASCII).

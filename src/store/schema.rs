@@ -70,4 +70,19 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, request_logs, usage_minute, users,);
+diesel::table! {
+    key_states (id) {
+        id -> Text,
+        pool -> Text,
+        disabled_reason -> Text,
+        disabled_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    api_keys,
+    key_states,
+    request_logs,
+    usage_minute,
+    users,
+);

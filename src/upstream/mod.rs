@@ -85,41 +85,6 @@ pub struct Opened {
     pub body: BodyStream,
 }
 
-/// A failed attempt: the error for the client and why, for health and failover.
-pub struct Failure {
-    pub error: GatewayError,
-    pub reason: FailureReason,
-    /// The upstream's status, its `Retry-After` and error text, when it answered at all.
-    pub status: Option<u16>,
-    pub retry_after: Option<Duration>,
-    pub body: String,
-    /// Whether the upstream may have received the request: false only when nothing was
-    /// written (no connection, no key, no client).
-    pub written: bool,
-}
-
-impl Failure {
-    /// A failure after the request may have reached the upstream.
-    pub fn new(error: GatewayError, reason: FailureReason) -> Failure {
-        Failure {
-            error,
-            reason,
-            status: None,
-            retry_after: None,
-            body: String::new(),
-            written: true,
-        }
-    }
-
-    /// A failure before anything was sent.
-    pub fn unsent(error: GatewayError, reason: FailureReason) -> Failure {
-        Failure {
-            written: false,
-            ..Failure::new(error, reason)
-        }
-    }
-}
-
 pub use crate::metrics::{RESEND_REASONS, STALE_CONNECTION};
 
 /// The resend policy: may the request of failed attempt `f` be sent again (to the same or
@@ -128,20 +93,22 @@ pub use crate::metrics::{RESEND_REASONS, STALE_CONNECTION};
 /// not process it (an error status before any answer body: 5xx, 429/503, out of memory,
 /// model not found) or a first-byte timeout, on which corral has closed the connection so
 /// that the upstream cancels. A malformed answer or a connection dropped after the write
-/// is an error for this request: a resend could bill a generation twice.
-pub fn resend_reason(f: &Failure) -> Option<&'static str> {
+/// is an error for this request: a resend could bill a generation twice. An error that
+/// is no failed attempt (no `reason`) or that reached the client is never resent.
+pub fn resend_reason(f: &GatewayError) -> Option<&'static str> {
+    let reason = f.reason.filter(|_| !f.after_first_byte)?;
     if !f.written {
         return Some("connect");
     }
-    match f.reason {
+    match reason {
         FailureReason::Timeout => Some("first_byte_timeout"),
         FailureReason::Status5xx
         | FailureReason::Overloaded
         | FailureReason::OutOfMemory
         | FailureReason::ModelNotFound
-            if f.status.is_some() =>
+            if f.upstream_status.is_some() =>
         {
-            Some(f.reason.as_str())
+            Some(reason.as_str())
         }
         _ => None,
     }
@@ -157,7 +124,7 @@ pub struct Resends {
 impl Resends {
     /// Applies [`resend_reason`] to `f`: true when another attempt may follow; otherwise
     /// the error is made final, so that no fallback model sends it again either.
-    pub fn allow(&mut self, backend: &BackendInfo, f: &mut Failure) -> bool {
+    pub fn allow(&mut self, backend: &BackendInfo, f: &mut GatewayError) -> bool {
         match resend_reason(f) {
             Some(reason) => {
                 self.owed = Some((backend.name.clone(), reason));
@@ -165,7 +132,7 @@ impl Resends {
             }
             None => {
                 self.owed = None;
-                f.error.retryable = false;
+                f.retryable = false;
                 false
             }
         }
@@ -259,7 +226,7 @@ pub async fn send(
     backend: &BackendInfo,
     call: Call,
     deadline: Instant,
-) -> Result<Opened, Failure> {
+) -> Result<Opened, GatewayError> {
     let headers = [
         (
             http::header::CONTENT_TYPE,
@@ -281,13 +248,11 @@ pub async fn send(
     let resp = match sent {
         // Dropping the call closed its connection: the upstream sees the request cancelled.
         Err(_) => {
-            return Err(Failure::new(
-                GatewayError::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!("backend {} did not answer in time", backend.name),
-                ),
-                FailureReason::Timeout,
-            ));
+            return Err(GatewayError::new(
+                ErrorKind::UpstreamTimeout,
+                format!("backend {} did not answer in time", backend.name),
+            )
+            .attempt(FailureReason::Timeout));
         }
         Ok(Err(e)) => return Err(send_failure(backend, e)),
         Ok(Ok(r)) => r,
@@ -315,7 +280,7 @@ pub fn failure_reason(e: &client::Error) -> FailureReason {
     }
 }
 
-fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
+fn send_failure(backend: &BackendInfo, e: client::Error) -> GatewayError {
     let reason = failure_reason(&e);
     let kind = match reason {
         FailureReason::Timeout => ErrorKind::UpstreamTimeout,
@@ -324,9 +289,9 @@ fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
     };
     let error = GatewayError::new(kind, format!("backend {}: {e}", backend.name));
     if e.unsent() {
-        Failure::unsent(error, reason)
+        error.unsent(reason)
     } else {
-        Failure::new(error, reason)
+        error.attempt(reason)
     }
 }
 
@@ -334,7 +299,7 @@ fn send_failure(backend: &BackendInfo, e: client::Error) -> Failure {
 /// (docs/PROTOCOLS.md §1.7).
 /// The upstream's text is scrubbed of every secret here, the one place it enters corral;
 /// a refused credential (401/403) is not quoted at all: providers echo the key they saw.
-pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -> Failure {
+pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -> GatewayError {
     let message = upstream_message(body).unwrap_or_else(|| status.to_string());
     let message = crate::error::capped(crate::redact::scrub_owned(message));
     let code = status.as_u16();
@@ -354,17 +319,12 @@ pub fn classify_status(backend: &BackendInfo, status: StatusCode, body: &[u8]) -
         _ if !retryable => message.clone(),
         _ => format!("backend {}: {message}", backend.name),
     };
-    let error = GatewayError::from_upstream(kind, shown)
+    let mut error = GatewayError::from_upstream(kind, shown)
         .with_retryable(retryable)
-        .with_upstream_status(code);
-    Failure {
-        error,
-        reason,
-        status: Some(code),
-        retry_after: None,
-        body: message,
-        written: true,
-    }
+        .with_upstream_status(code)
+        .attempt(reason);
+    error.upstream_text = message.into_boxed_str();
+    error
 }
 
 /// The human text of an upstream error body in any of the three shapes.
@@ -429,5 +389,88 @@ pub async fn read_limited(
                 buf.extend_from_slice(&chunk);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> BackendInfo {
+        BackendInfo {
+            id: 0,
+            name: "gpu".into(),
+            name_header: None,
+            base_url: "http://127.0.0.1:1".into(),
+            config: crate::config::BackendConfig::default(),
+        }
+    }
+
+    fn failed(kind: ErrorKind) -> GatewayError {
+        GatewayError::new(kind, "backend gpu: failed")
+    }
+
+    #[test]
+    fn a_request_is_resent_only_when_the_upstream_cannot_have_processed_it() {
+        let b = backend();
+        let unsent = failed(ErrorKind::UpstreamConnect).unsent(FailureReason::Connect);
+        assert_eq!(resend_reason(&unsent), Some("connect"));
+        let timeout = failed(ErrorKind::UpstreamTimeout).attempt(FailureReason::Timeout);
+        assert_eq!(resend_reason(&timeout), Some("first_byte_timeout"));
+        for (status, body, label) in [
+            (502, "bad gateway", "status_5xx"),
+            (
+                503,
+                r#"{"error":"server busy, please try again.  maximum pending requests exceeded"}"#,
+                "overloaded",
+            ),
+            (
+                404,
+                r#"{"error":"model \"x\" not found, try pulling it first"}"#,
+                "model_not_found",
+            ),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let f = classify_status(&b, status, body.as_bytes());
+            assert_eq!(resend_reason(&f), Some(label), "{status}");
+            assert!(f.written && f.upstream_status.is_some());
+        }
+        // Written, and nothing says the upstream did not process it.
+        let dropped = failed(ErrorKind::UpstreamConnect).attempt(FailureReason::Connect);
+        assert_eq!(resend_reason(&dropped), None);
+        let garbage = failed(ErrorKind::UpstreamProtocol).attempt(FailureReason::Protocol);
+        assert_eq!(resend_reason(&garbage), None);
+        let no_status = failed(ErrorKind::UpstreamStatus).attempt(FailureReason::Status5xx);
+        assert_eq!(resend_reason(&no_status), None);
+        let refused = classify_status(&b, StatusCode::BAD_REQUEST, br#"{"error":"bad"}"#);
+        assert_eq!(resend_reason(&refused), None);
+        // Not an attempt at all, or an answer that had begun.
+        assert_eq!(resend_reason(&failed(ErrorKind::UpstreamTimeout)), None);
+        assert_eq!(resend_reason(&timeout.clone().after_first_byte()), None);
+    }
+
+    #[test]
+    fn resends_are_counted_when_sent_and_a_refused_resend_makes_the_error_final() {
+        let b = backend();
+        let metrics = crate::metrics::Metrics::new();
+        let count = |m: &crate::metrics::Metrics, reason: &str| {
+            m.upstream_resends.with_label_values(&["gpu", reason]).get()
+        };
+        let mut resends = Resends::default();
+        let mut timeout = failed(ErrorKind::UpstreamTimeout).attempt(FailureReason::Timeout);
+        assert!(resends.allow(&b, &mut timeout));
+        assert!(timeout.retryable);
+        assert_eq!(count(&metrics, "first_byte_timeout"), 0, "nothing sent yet");
+        resends.sending(&metrics);
+        resends.sending(&metrics);
+        assert_eq!(
+            count(&metrics, "first_byte_timeout"),
+            1,
+            "one resend per failure"
+        );
+        let mut garbage = failed(ErrorKind::UpstreamProtocol).attempt(FailureReason::Protocol);
+        assert!(garbage.retryable);
+        assert!(!resends.allow(&b, &mut garbage));
+        assert!(!garbage.retryable, "no fallback may send it again either");
     }
 }

@@ -247,3 +247,85 @@ async fn every_request_has_its_own_row_and_the_clients_id_beside_it() {
             .all(|r| r.client_request_id.as_deref() == Some("same-id-again"))
     );
 }
+
+#[actix_web::test]
+async fn disables_of_keys_file_keys_survive_a_restart_without_redis() {
+    use corral::keys::{KeyOutcome, KeyPools, derive_key_id};
+    use corral::store::schema::key_states;
+    use diesel::prelude::*;
+
+    let (a, b, c) = (
+        "sk-file-aaaaaaaaaaaaaaaaaaaa",
+        "sk-file-bbbbbbbbbbbbbbbbbbbb",
+        "sk-file-cccccccccccccccccccc",
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("keys.txt");
+    std::fs::write(&file, format!("{a}\n{b}\n{c}\n")).expect("keys file");
+    let mut cfg = corral::config::Config::from_toml(&format!(
+        "[[key_pools]]\nname = \"cloud\"\nkeys_file = \"{}\"\ndisable_after_failures = 1\nreprobe_after = \"1h\"\n",
+        file.display()
+    ))
+    .expect("config");
+    cfg.database.url = format!("sqlite://{}/keys.db", dir.path().display());
+    let (id_a, id_b, id_c) = (derive_key_id(a), derive_key_id(b), derive_key_id(c));
+
+    let gw = corral::Gateway::start(cfg.clone()).await.expect("gateway");
+    // An operator disables A; the upstream refuses B's credentials; C is disabled and
+    // enabled again.
+    assert!(gw.keys.set_enabled(&id_a, false));
+    assert!(gw.keys.set_enabled(&id_c, false));
+    let lease = loop {
+        let lease = gw.keys.pick("cloud", "m").expect("a key");
+        if lease.id == id_b {
+            break lease;
+        }
+        gw.keys.report(&lease, KeyOutcome::Ok { tokens: 1 });
+    };
+    gw.keys.report(&lease, KeyOutcome::AuthFailed);
+    let rows = || {
+        gw.store.run(|c| {
+            Ok(key_states::table
+                .select((key_states::id, key_states::disabled_reason))
+                .order(key_states::id)
+                .load::<(String, String)>(c)?)
+        })
+    };
+    let mut want = vec![
+        (id_a.clone(), "manual".to_string()),
+        (id_b.clone(), "failures".to_string()),
+    ];
+    want.sort();
+    assert!(gw.keys.set_enabled(&id_c, true));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rows().await.expect("rows") != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "written: {:?}",
+            rows().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secrets: Vec<String> = gw
+        .store
+        .run(|c| {
+            Ok(key_states::table
+                .select(key_states::pool)
+                .load::<String>(c)?)
+        })
+        .await
+        .expect("pools");
+    assert!(secrets.iter().all(|p| p == "cloud"), "no secret is stored");
+
+    // A restart: the pools are built from the keys file again, then the database.
+    let pools = KeyPools::new(&cfg, std::sync::Arc::new(corral::metrics::Metrics::new()));
+    corral::store::keys::load_into(&gw.store, &pools)
+        .await
+        .expect("load");
+    let state = |id: &str| pools.key(id).expect("key");
+    assert_eq!(state(&id_a)["disabled_reason"], "manual");
+    assert_eq!(state(&id_b)["disabled_reason"], "failures");
+    assert_eq!(state(&id_c)["disabled_reason"], Value::Null);
+    assert_eq!(state(&id_c)["state"], "active");
+    assert_eq!(pools.failure_disabled().len(), 1, "B is re-probed");
+}

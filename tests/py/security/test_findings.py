@@ -93,9 +93,10 @@ def test_1_stalled_unauthenticated_uploads_cost_little_and_close_at_once(gw):
            f"RSS {rss0 // 1024} -> peak {peak // 1024} MiB; normal user {served}")
     assert refused == 2000
     assert slowest < 30
-    # actix's per-connection read buffer (up to 128 KiB while it drains what the client sent
-    # during its 1 s close linger) is what remains; the body itself is never buffered.
-    assert (peak - rss0) < 400 * 1024, (rss0, peak)
+    # Connections are read 4 KiB at a time (api::body::Paced), so what the clients sent waits
+    # in the kernel: +32 to +41 MiB measured for the 2,000 connections (about 17 KiB each
+    # of actix's own state and buffers), where actix alone read up to 128 KiB each.
+    assert (peak - rss0) < 64 * 1024, (rss0, peak)
     assert served == [200] * 5
 
     # With a token, a stalled body is answered 408 within body_timeout (2 s here).
