@@ -258,7 +258,11 @@ impl GatewayError {
     /// The status a client sees for this error in `dialect`.
     pub fn status(&self, dialect: Dialect) -> StatusCode {
         match self.kind {
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            // An upstream's refusal of the request (413, 422) keeps the upstream's status.
+            ErrorKind::BadRequest => match self.upstream_status {
+                Some(s @ 400..=499) => StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST),
+                _ => StatusCode::BAD_REQUEST,
+            },
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,

@@ -12,7 +12,7 @@ use actix_web::http::StatusCode;
 use bytes::Bytes;
 use http::Method;
 use http::header::{self, HeaderValue};
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use rand::Rng;
 use serde_json::Value;
 
@@ -374,6 +374,8 @@ pub struct BackendActor {
     wake: Option<SpawnHandle>,
     up_gauge: IntGauge,
     used_gauge: IntGauge,
+    /// The status poller's resends on stale pooled connections.
+    stale_resends: IntCounter,
 }
 
 impl BackendActor {
@@ -398,6 +400,9 @@ impl BackendActor {
             state: BackendState::new(&info.config, HealthPolicy::default()),
             up_gauge: metrics.backend_up.with_label_values(&[name]),
             used_gauge: metrics.backend_memory.with_label_values(&[name, "used"]),
+            stale_resends: metrics
+                .upstream_resends
+                .with_label_values(&[name, upstream::STALE_CONNECTION]),
             info,
             supervisor,
             client: None,
@@ -478,6 +483,7 @@ impl Actor for BackendActor {
             let reach = upstream::Reach::of(&self.info.config);
             match upstream::Client::new(&self.info.base_url, &reach) {
                 Ok(client) => {
+                    client.count_stale_resends(self.stale_resends.clone());
                     self.client = Some(client);
                     self.poll(ctx);
                 }

@@ -14,9 +14,10 @@ use http::header::{HeaderName, HeaderValue};
 use crate::config::{BackendKind, Config};
 use crate::keys::state::DisableReason;
 use crate::keys::{KeyEvent, KeyPools};
+use crate::metrics::Metrics;
 use crate::routing::fleet::BackendInfo;
 use crate::store::{Store, keys};
-use crate::upstream::{self, Call, Client, Reach};
+use crate::upstream::{self, Call, Client};
 
 /// How often due probes are looked for.
 const TICK: Duration = Duration::from_secs(1);
@@ -26,14 +27,20 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF_FACTOR: u32 = 32;
 
 /// Starts the persistence listener and the re-probe loop (inside an actix system).
-pub fn start(cfg: &Config, store: Store, pools: KeyPools, backends: Vec<Arc<BackendInfo>>) {
+pub fn start(
+    cfg: &Config,
+    store: Store,
+    pools: KeyPools,
+    backends: Vec<Arc<BackendInfo>>,
+    metrics: Arc<Metrics>,
+) {
     persist(store, pools.clone());
     let first: HashMap<String, Duration> = cfg
         .key_pools
         .iter()
         .map(|p| (p.name.clone(), p.reprobe_after))
         .collect();
-    actix_web::rt::spawn(reprobe(pools, backends, first));
+    actix_web::rt::spawn(reprobe(pools, backends, first, metrics));
 }
 
 /// Writes this replica's disables and enables to the database, off the request path.
@@ -86,6 +93,7 @@ async fn reprobe(
     pools: KeyPools,
     backends: Vec<Arc<BackendInfo>>,
     first: HashMap<String, Duration>,
+    metrics: Arc<Metrics>,
 ) {
     let mut clients: HashMap<usize, Client> = HashMap::new();
     let mut due: HashMap<String, Due> = HashMap::new();
@@ -112,7 +120,7 @@ async fn reprobe(
                 continue;
             };
             if let std::collections::hash_map::Entry::Vacant(v) = clients.entry(backend.id) {
-                match Client::new(&backend.base_url, &Reach::of(&backend.config)) {
+                match upstream::client_for(backend, &metrics) {
                     Ok(c) => {
                         v.insert(c);
                     }

@@ -65,6 +65,7 @@ impl Gateway {
             store.clone(),
             keys.clone(),
             fleet.backends().to_vec(),
+            metrics.clone(),
         );
         let replica = std::env::var("HOSTNAME")
             .ok()

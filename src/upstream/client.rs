@@ -7,20 +7,26 @@
 //! `CONNECT` tunnel, TLS, all within the connect timeout), keeps idle connections, and
 //! tells a request that never left corral from one that may have reached the upstream.
 //!
-//! Each connection is driven by its own local task. A connection goes back to the pool only
-//! when its answer was read to the end; dropping it anywhere else (an answer abandoned, a
-//! timeout, an idle one reaped) aborts that task, which closes the socket, so the upstream
-//! sees the close and a half-read answer can never reach the next caller.
+//! A connection has no task of its own: hyper's side of it is polled by whoever uses it (the
+//! call waiting for its answer head, then the answer body), so frames hyper has already read
+//! come out one after another in the reader's task, and a relay can gather them into one
+//! client write, with no task switch per frame. Idle connections are polled by the pool
+//! (when one is taken, and by the reaper), which is how one the upstream closed, or that
+//! received bytes nobody asked for, is found and closed. A connection goes back to the
+//! pool only when its answer was read to the end; dropping it anywhere else (an answer
+//! abandoned, a timeout, an idle one reaped) drops hyper's side, which closes the socket,
+//! so the upstream sees the close and a half-read answer can never reach the next caller.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -34,7 +40,7 @@ use openssl::ssl::{SslConnector, SslMethod};
 use openssl::x509::X509VerifyResult;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tokio_openssl::SslStream;
 
 use super::proxy::{self, Proxy};
@@ -122,6 +128,9 @@ struct Inner {
     tls: Option<SslConnector>,
     connect_timeout: Duration,
     idle: RefCell<VecDeque<Idle>>,
+    /// [`IDLE_MAX`] and [`REAP_EVERY`], shorter in tests.
+    idle_max: Duration,
+    reap_every: Duration,
     /// Whether a reaper task is looking after `idle`.
     reaping: Cell<bool>,
     /// Requests sent again on a new connection because a pooled one was found closed
@@ -129,16 +138,43 @@ struct Inner {
     stale_resends: RefCell<Option<prometheus::IntCounter>>,
 }
 
-/// One connection: the handle requests go through and the task that drives it.
+/// hyper's side of one connection: the future that reads and writes its socket.
+type Driver = Pin<Box<dyn Future<Output = Result<(), hyper::Error>>>>;
+
+/// One connection: the handle requests go through and hyper's side of it.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    task: AbortHandle,
+    /// `None` once the connection has ended; dropping it closes the socket.
+    driver: Option<Driver>,
 }
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        // Closes the socket unless the task already ended.
-        self.task.abort();
+impl Conn {
+    /// Lets hyper read and write what it can now: false once the connection has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = self.driver.as_mut() else {
+            return false;
+        };
+        let Poll::Ready(ended) = driver.as_mut().poll(cx) else {
+            return true;
+        };
+        if let Err(e) = ended {
+            tracing::debug!("upstream connection ended: {}", describe(&e));
+        }
+        // Closes the socket; whatever waited on the connection gets hyper's error.
+        self.driver = None;
+        false
+    }
+
+    /// Whether the connection was open when last driven.
+    fn open(&self) -> bool {
+        self.driver.is_some() && !self.sender.is_closed()
+    }
+
+    /// Whether an idle connection is still open, found by letting hyper read what arrived
+    /// (an end of stream, or bytes nobody asked for, ends it). No task is woken for it:
+    /// whoever uses the connection next drives it again.
+    fn still_open(&mut self) -> bool {
+        self.drive(&mut Context::from_waker(Waker::noop())) && self.open()
     }
 }
 
@@ -238,6 +274,8 @@ impl Client {
                 tls,
                 connect_timeout: reach.connect_timeout,
                 idle: RefCell::new(VecDeque::new()),
+                idle_max: IDLE_MAX,
+                reap_every: REAP_EVERY,
                 reaping: Cell::new(false),
                 stale_resends: RefCell::new(None),
             }),
@@ -284,35 +322,41 @@ impl Client {
                 Some(conn) => (conn, true),
                 None => (self.dial().await?, false),
             };
-            let unsent: Result<(), hyper::Error> = match conn.sender.ready().await {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let Some(message) = req.take() else {
-                        return Err(Error::Exchange("request lost".into()));
-                    };
-                    match conn.sender.try_send_request(message).await {
-                        Ok(resp) => return self.answer(resp, conn),
-                        Err(mut e) => match e.take_message() {
-                            Some(message) => {
-                                req = Some(message);
-                                Err(e.into_error())
-                            }
-                            None => return Err(Error::Exchange(describe(&e.into_error()))),
-                        },
-                    }
+            // Driven once, hyper sees what arrived while the connection sat idle: a pooled
+            // one the upstream closed (or sent stray bytes on) ends here, before anything
+            // was written on it, and the next one is tried.
+            if let Err(e) = ready(&mut conn).await {
+                if pooled {
+                    continue;
                 }
+                return Err(closed_unsent(e));
+            }
+            let Some(message) = req.take() else {
+                return Err(Error::Exchange("request lost".into()));
             };
-            if let Err(e) = unsent {
-                // Never written: a pooled connection that had closed is replaced at once.
-                if !pooled {
-                    return Err(Error::Connect(format!(
-                        "closed before the request was sent: {}",
-                        describe(&e)
-                    )));
-                }
-                if let Some(c) = self.inner.stale_resends.borrow().as_ref() {
-                    c.inc();
-                }
+            let mut sending = std::pin::pin!(conn.sender.try_send_request(message));
+            let sent = poll_fn(|cx| {
+                // hyper writes the request and reads the answer head as it is driven; once
+                // the connection ended, the call has hyper's error.
+                conn.drive(cx);
+                sending.as_mut().poll(cx)
+            })
+            .await;
+            let mut e = match sent {
+                Ok(resp) => return self.answer(resp, conn),
+                Err(e) => e,
+            };
+            // hyper gives the request back only when none of it was written: the connection
+            // closed as it went out, and the request is sent again on another one.
+            let Some(message) = e.take_message() else {
+                return Err(Error::Exchange(describe(&e.into_error())));
+            };
+            if !pooled {
+                return Err(closed_unsent(Some(e.into_error())));
+            }
+            req = Some(message);
+            if let Some(c) = self.inner.stale_resends.borrow().as_ref() {
+                c.inc();
             }
         }
     }
@@ -354,7 +398,7 @@ impl Client {
     fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.inner.idle.borrow_mut();
         while let Some(entry) = idle.pop_back() {
-            if entry.since.elapsed() <= IDLE_MAX && !entry.conn.sender.is_closed() {
+            if entry.since.elapsed() <= self.inner.idle_max && entry.conn.open() {
                 return Some(entry.conn);
             }
         }
@@ -408,7 +452,24 @@ impl Client {
     }
 }
 
-/// hyper's side of a new connection, driven by a task of this thread.
+/// Waits until hyper takes a request on `conn`, driving it: `Err` when the connection
+/// ended first (with hyper's error, if it gave one).
+async fn ready(conn: &mut Conn) -> Result<(), Option<hyper::Error>> {
+    poll_fn(|cx| {
+        if !conn.drive(cx) {
+            return Poll::Ready(Err(None));
+        }
+        conn.sender.poll_ready(cx).map_err(Some)
+    })
+    .await
+}
+
+fn closed_unsent(e: Option<hyper::Error>) -> Error {
+    let why = e.map_or_else(|| "connection ended".to_string(), |e| describe(&e));
+    Error::Connect(format!("closed before the request was sent: {why}"))
+}
+
+/// hyper's side of a new connection.
 async fn handshake<T>(io: T) -> Result<Conn, Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -418,20 +479,17 @@ where
         .handshake::<_, Full<Bytes>>(TokioIo::new(io))
         .await
         .map_err(|e| Error::Connect(describe(&e)))?;
-    let task = tokio::task::spawn_local(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("upstream connection ended: {}", describe(&e));
-        }
-    });
     Ok(Conn {
         sender,
-        task: task.abort_handle(),
+        driver: Some(Box::pin(connection)),
     })
 }
 
 impl Inner {
     fn give_back(self: &Rc<Self>, conn: Conn) {
-        if conn.sender.is_closed() {
+        // An answer that ended the connection (`Connection: close`) ended hyper's side as
+        // its last frame was read.
+        if !conn.open() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
@@ -448,16 +506,21 @@ impl Inner {
     }
 }
 
-/// Closes idle connections past [`IDLE_MAX`] and forgets those the upstream closed, while
-/// any are kept; a client with none left has no task.
+/// Closes idle connections unused for `idle_max` and those the upstream closed (which
+/// would otherwise sit in CLOSE-WAIT), while any are kept; a client with none left has no
+/// task.
 async fn reap(pool: Weak<Inner>) {
     loop {
-        tokio::time::sleep(REAP_EVERY).await;
+        let every = match pool.upgrade() {
+            Some(inner) => inner.reap_every,
+            None => return,
+        };
+        tokio::time::sleep(every).await;
         let Some(inner) = pool.upgrade() else {
             return;
         };
         let mut idle = inner.idle.borrow_mut();
-        idle.retain(|c| c.since.elapsed() <= IDLE_MAX && !c.conn.sender.is_closed());
+        idle.retain_mut(|c| c.since.elapsed() <= inner.idle_max && c.conn.still_open());
         if idle.is_empty() {
             inner.reaping.set(false);
             return;
@@ -498,6 +561,11 @@ impl Stream for Body {
         loop {
             if this.conn.is_none() && this.incoming.is_end_stream() {
                 return Poll::Ready(None);
+            }
+            // hyper hands over one frame per poll of its side: driving it here, in the
+            // reader's task, makes every frame it has already read ready at once.
+            if let Some(conn) = this.conn.as_mut() {
+                conn.drive(cx);
             }
             match Pin::new(&mut this.incoming).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -555,5 +623,127 @@ mod tests {
         assert!(c.inner.proxy_auth.is_some());
         assert!(Client::new("ftp://x", &Reach::default()).is_err());
         assert!(Client::new("not a url", &Reach::default()).is_err());
+    }
+
+    /// An upstream on a loopback port that answers `answer` to one request on each
+    /// connection, then closes its side when `hang_up`; it sends `()` on the channel each
+    /// time corral closes a connection.
+    async fn upstream(
+        answer: &'static [u8],
+        hang_up: bool,
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (closed, seen) = tokio::sync::mpsc::unbounded_channel();
+        tokio::task::spawn_local(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let closed = closed.clone();
+                tokio::task::spawn_local(async move {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 4096];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match sock.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    sock.write_all(answer).await.unwrap();
+                    if hang_up {
+                        sock.shutdown().await.unwrap();
+                    }
+                    while matches!(sock.read(&mut b).await, Ok(n) if n > 0) {}
+                    let _ = closed.send(());
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn client(url: &str, idle_max: Duration) -> Client {
+        let reach = Reach {
+            connect_timeout: Duration::from_secs(10),
+            ..Reach::default()
+        };
+        let mut c = Client::new(url, &reach).unwrap();
+        let inner = Rc::get_mut(&mut c.inner).unwrap();
+        inner.idle_max = idle_max;
+        inner.reap_every = Duration::from_millis(20);
+        c
+    }
+
+    /// Two calls at once, so that two connections are opened, each answer read to its end.
+    async fn two_calls(client: &Client) {
+        use futures_util::StreamExt as _;
+        let call = || async {
+            let resp = client
+                .send(Method::GET, "/", [], Bytes::new())
+                .await
+                .unwrap();
+            let body: Vec<io::Result<Bytes>> = resp.body.collect().await;
+            assert_eq!(body.len(), 1);
+            assert_eq!(&body[0].as_ref().unwrap()[..], b"ok");
+        };
+        futures_util::join!(call(), call());
+    }
+
+    /// Waits (bounded) until the upstream saw `n` connections closed by the client.
+    async fn closed_by_corral(seen: &mut tokio::sync::mpsc::UnboundedReceiver<()>, n: usize) {
+        for _ in 0..n {
+            tokio::time::timeout(Duration::from_secs(60), seen.recv())
+                .await
+                .expect("an idle connection was never closed")
+                .unwrap();
+        }
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    #[actix_web::test]
+    async fn idle_connections_the_upstream_closed_are_closed_long_before_idle_max() {
+        let (url, mut seen) = upstream(OK, true).await;
+        let client = client(&url, Duration::from_secs(3600));
+        two_calls(&client).await;
+        // Left alone, these sockets would sit in CLOSE-WAIT for the hour.
+        closed_by_corral(&mut seen, 2).await;
+        assert!(client.inner.idle.borrow().is_empty());
+    }
+
+    #[actix_web::test]
+    async fn idle_connections_the_upstream_keeps_open_are_closed_after_idle_max() {
+        let (url, mut seen) = upstream(OK, false).await;
+        let client = client(&url, Duration::from_millis(200));
+        two_calls(&client).await;
+        assert_eq!(client.inner.idle.borrow().len(), 2);
+        closed_by_corral(&mut seen, 2).await;
+        assert!(client.inner.idle.borrow().is_empty());
+    }
+
+    #[actix_web::test]
+    async fn frames_already_read_are_ready_together_for_one_client_write() {
+        use futures_util::{FutureExt as _, StreamExt as _};
+        let mut answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for i in 0..20 {
+            let line = format!("{{\"n\":{i}}}\n");
+            answer.extend_from_slice(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes());
+        }
+        answer.extend_from_slice(b"0\r\n\r\n");
+        let (url, _seen) = upstream(answer.leak(), false).await;
+        let client = client(&url, IDLE_MAX);
+        let mut resp = client
+            .send(Method::GET, "/", [], Bytes::new())
+            .await
+            .unwrap();
+        let first = resp.body.next().await.unwrap().unwrap();
+        assert_eq!(&first[..], b"{\"n\":0}\n");
+        // The upstream wrote the answer at once: every other frame, and the end, must be
+        // there without waiting (a relay gathers them into one write to its client).
+        let mut frames = 1;
+        while let Some(frame) = resp.body.next().now_or_never().expect("a frame not ready") {
+            assert_eq!(frame.unwrap(), format!("{{\"n\":{frames}}}\n"));
+            frames += 1;
+        }
+        assert_eq!(frames, 20);
+        assert_eq!(client.inner.idle.borrow().len(), 1);
     }
 }

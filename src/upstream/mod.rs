@@ -40,15 +40,9 @@ impl UpstreamClients {
         let clients = backends
             .iter()
             .map(|b| {
-                let client = Client::new(&b.base_url, &Reach::of(&b.config))
+                client_for(b, metrics)
                     .map_err(|e| tracing::error!(backend = %b.name, error = %e, "backend unusable"))
-                    .ok()?;
-                client.count_stale_resends(
-                    metrics
-                        .upstream_resends
-                        .with_label_values(&[b.name.as_str(), STALE_CONNECTION]),
-                );
-                Some(client)
+                    .ok()
             })
             .collect();
         UpstreamClients { clients }
@@ -57,6 +51,21 @@ impl UpstreamClients {
     pub fn get(&self, id: usize) -> Option<&Client> {
         self.clients.get(id)?.as_ref()
     }
+}
+
+/// A client for `backend` that counts its resends on stale pooled connections; every
+/// caller (requests, the status poller, the key prober) makes its clients here.
+pub fn client_for(
+    backend: &BackendInfo,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Client, client::Error> {
+    let client = Client::new(&backend.base_url, &Reach::of(&backend.config))?;
+    client.count_stale_resends(
+        metrics
+            .upstream_resends
+            .with_label_values(&[backend.name.as_str(), STALE_CONNECTION]),
+    );
+    Ok(client)
 }
 
 /// What to send to one backend.

@@ -18,6 +18,8 @@ from collections import Counter
 MODEL = "qwen3:8b"
 EVIL = b'{"model":"qwen3:8b","message":{"role":"assistant","content":"EVIL"},"done":true}'
 
+HUGE = 200 * 1024 * 1024
+
 TAGS = json.dumps({"models": [{"name": MODEL, "model": MODEL, "size": 5_000_000_000,
                                "details": {"family": "qwen3", "parameter_size": "8.2B"}}]}).encode()
 
@@ -54,6 +56,7 @@ class HostileUpstream:
         self.lock = threading.Lock()
         self.posts = Counter()          # nonce -> POSTs received
         self.post_conn = {}             # nonce -> connection number of its last POST
+        self.sent = Counter()           # nonce -> answer bytes the client took (huge_answer)
         self.conns = 0
         self.socks = []
         self.closed = threading.Event()
@@ -216,6 +219,9 @@ class HostileUpstream:
             if served > 1:
                 return False  # read the whole request, then hang up without a word
             sock.sendall(ok(body))
+        elif mode == "status_422":
+            err = b'{"error":"invalid tool schema"}'
+            sock.sendall(head("422 Unprocessable Entity", length=len(err)) + err)
         elif mode == "status_500":
             err = b'{"error":"runner crashed"}'
             sock.sendall(head("500 Internal Server Error", length=len(err)) + err)
@@ -226,6 +232,14 @@ class HostileUpstream:
                     return False
                 sock.sendall(bytes([b]))
                 time.sleep(0.5)
+        elif mode == "huge_answer":
+            # 200 MiB announced, written 1 MiB at a time while corral takes it.
+            size, block = HUGE, b"." * (1 << 20)
+            sock.sendall(head(length=size))
+            for _ in range(size // len(block)):
+                sock.sendall(block)
+                with self.lock:
+                    self.sent[nonce] += len(block)
         elif mode == "big_answer":
             big = answer_json(nonce, pad=2 * 1024 * 1024)
             sock.sendall(ok(big))

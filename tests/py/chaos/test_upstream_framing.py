@@ -109,11 +109,34 @@ def test_6_early_answer_to_a_large_body_is_relayed_and_not_resent(group):
     n, resp, took = chat(r, c, "early_413", size=5 * 1024 * 1024, timeout=60)
     figure("19-6-early-413", f"413 while a 5 MB body was being written: client got "
                              f"{resp.status_code} in {took:.2f} s; POSTs {up.posts[n]}")
-    # The upstream's own answer, not "connection reset": corral shows an upstream 4xx as a
-    # client error of its dialect (400) with the upstream's message.
-    assert resp.status_code in (400, 413), resp.text
-    assert "request entity too large" in resp.text
+    # The upstream's own answer, not "connection reset": its status and message, in the
+    # client's dialect.
+    assert resp.status_code == 413, resp.text
+    assert resp.json() == {"error": "request entity too large"}
     assert up.posts[n] == 1
+
+
+def test_6_an_upstream_refusal_keeps_its_status_in_every_dialect(group):
+    up = upstream(group)
+    c, r = gateway(group, [up])
+    seen = []
+    for mode, size, status, message in [("early_413", 1024 * 1024, 413, "request entity too large"),
+                                        ("status_422", 0, 422, "invalid tool schema")]:
+        n = nonce()
+        text = f"{n} [[mode:{mode}]]" + " x" * (size // 2)
+        resp = httpx.post(f"{r.url}/v1/chat/completions", headers=c.headers(), timeout=60,
+                          json={"model": "qwen3:8b",
+                                "messages": [{"role": "user", "content": text}]})
+        seen.append((mode, resp.status_code, resp.text[:160]))
+        assert resp.status_code == status, resp.text
+        error = resp.json()["error"]
+        assert error["message"] == message and error["type"] == "invalid_request_error", error
+        assert up.posts[n] == 1
+        n, resp, _ = chat(r, c, mode, size=size)
+        seen.append((mode, resp.status_code, resp.text[:160]))
+        assert resp.status_code == status and resp.json() == {"error": message}, resp.text
+        assert up.posts[n] == 1
+    figure("19-6-refusals", f"upstream 413/422 to OpenAI and Ollama clients: {seen}")
 
 
 def test_7_idle_connections_the_upstream_closed_are_closed(group):
@@ -160,6 +183,50 @@ def test_7_buffered_answers_are_capped_and_a_trickle_is_cut(group):
     assert slow.status_code == 504, slow.text
     assert slow_took < 10
     assert up.posts[big_n] == 1 and up.posts[slow_n] == 1
+
+
+def test_7_huge_answers_stop_being_read_at_the_limits(group):
+    """4 concurrent 200 MiB answers under the default `max_buffered_answers` (256 MiB) and
+    the 64 MiB limit of one answer: each fails, none is read to its end."""
+    from concurrent.futures import ThreadPoolExecutor
+    from hostile_upstream import HUGE
+    up = upstream(group)
+    c, r = gateway(group, [up])
+    rss0 = r.rss_kib()
+    peak = [rss0]
+    done = []
+
+    def one(_):
+        n, resp, _ = chat(r, c, "huge_answer", timeout=120)
+        done.append(1)
+        return n, resp.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        calls = pool.map(one, range(4))
+        while len(done) < 4:
+            peak[0] = max(peak[0], r.rss_kib())
+            time.sleep(0.05)
+        calls = list(calls)
+    time.sleep(1)
+    rss1 = r.rss_kib()
+    # More requests on the workers let the allocator give freed pages back.
+    later = [chat(r, c, "ok")[1].status_code for _ in range(20)]
+    time.sleep(3)
+    rss2 = r.rss_kib()
+    sent = [up.sent[m] >> 20 for m, _ in calls]
+    figure("19-7-huge-answers", f"4 x 200 MiB answers at once: statuses {sorted(s for _, s in calls)}, "
+                                f"MiB the upstream got out {sent}; RSS {rss0 // 1024} MiB idle, "
+                                f"{peak[0] // 1024} MiB at most, {rss1 // 1024} MiB 1 s after, "
+                                f"{rss2 // 1024} MiB after 20 more requests ({tally_codes(later)})")
+    assert all(s in (502, 503) for _, s in calls), calls
+    # corral stopped reading each at its limit (64 MiB, less past the shared cap); what
+    # the upstream got out beyond that sat in socket buffers.
+    assert all(up.sent[m] < HUGE // 2 for m, _ in calls), sent
+    assert all(up.posts[m] == 1 for m, _ in calls)
+
+
+def tally_codes(codes):
+    return {c: codes.count(c) for c in sorted(set(codes))}
 
 
 def test_8_stale_connections_and_malformed_answers_are_never_resent(group):
