@@ -151,6 +151,9 @@ pub async fn serve(config: Config, listen: &str) -> std::io::Result<Running> {
                 .local_addr(addr)
                 .on_connect_ext(|io: &api::body::Paced<_>, ext| no_delay(io.get_ref(), ext))
                 .finish(map_config(app(data.clone()), move |_| {
+                    // The config HttpServer gives its apps; actix-web names no other public
+                    // constructor (this one is semver-exempt: an upgrade that drops it fails
+                    // to compile, it cannot change behaviour unseen).
                     actix_web::dev::AppConfig::__priv_test_new(false, addr.to_string(), addr)
                 }));
             fn_service(|io: actix_web::rt::net::TcpStream| async move {
