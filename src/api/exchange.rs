@@ -70,7 +70,8 @@ impl Exchange {
         // A generating request reserves its whole possible answer too, so parallel requests
         // cannot all be admitted on their inputs alone.
         let output = if inbound.generates {
-            super::body::output_allowance(record.body())
+            inbound
+                .output
                 .unwrap_or(u64::from(gw.config.auth.tpm_output_allowance))
         } else {
             0

@@ -1,16 +1,16 @@
 //! One frontend per client dialect: how a request body is decoded, which call it becomes
 //! for each upstream kind, and how the answer (whole, streamed, or an error) is written back.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 
 use actix_web::HttpResponse;
 use actix_web::http::header::HeaderMap;
 use actix_web::web::Bytes;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::Gateway;
 use crate::config::BackendKind;
+use crate::dialect::native::{self, Native};
 use crate::dialect::relay::{ClientWriter, OllamaRelay, Relay, SsePassthrough, TranslateRelay};
 use crate::dialect::{Dialect, anthropic, ollama, openai, responses};
 use crate::error::GatewayError;
@@ -28,17 +28,25 @@ pub struct Inbound {
     pub stream: bool,
     /// The request generates an answer (chat, completion): it reserves an output allowance.
     pub generates: bool,
+    /// The most output tokens the request asks for, when it says.
+    pub output: Option<u64>,
 }
 
 impl Inbound {
     /// A generating chat request decoded into the IR; `raw` keeps the client's bytes for a
     /// same-dialect passthrough.
-    fn chat(front: Frontend, chat: ChatRequest, raw: Option<(Bytes, &'static str)>) -> Inbound {
+    fn chat(
+        front: Frontend,
+        chat: ChatRequest,
+        output: Option<u64>,
+        raw: Option<(Native, &'static str)>,
+    ) -> Inbound {
         Inbound {
             front,
             model: chat.model.clone(),
             stream: chat.stream,
             generates: true,
+            output,
             request: Request::Chat {
                 chat: Box::new(chat),
                 raw,
@@ -80,22 +88,22 @@ pub enum Request {
     /// upstream that speaks the client's dialect.
     Chat {
         chat: Box<ChatRequest>,
-        raw: Option<(Bytes, &'static str)>,
+        raw: Option<(Native, &'static str)>,
     },
     Embed(EmbedRequest),
     /// An Ollama request: its bytes go to Ollama upstreams as they are; the canonical form
-    /// is decoded only if an upstream of another kind or the `auto` model needs it.
+    /// is decoded (from the one parse of the body, kept until then) only if an upstream of
+    /// another kind or the `auto` model needs it.
     Ollama {
         path: &'static str,
-        body: Bytes,
+        body: Native,
+        /// The parsed body, until the canonical form is decoded from it.
+        parsed: Cell<Option<Map<String, Value>>>,
         canonical: OnceCell<Result<Canonical, GatewayError>>,
-        /// What the request wants from its model, read from the client's bytes.
+        /// What the request wants from its model, read from the parsed body.
         wants: Wants,
-        /// The body has a `think` field (kept as sent when the model may think).
-        had_think: bool,
-        /// The body for Ollama upstreams when it differs from the client's (`think: false`
-        /// for a model that cannot show reasoning).
-        native: Option<Bytes>,
+        /// Ollama upstreams get `think: false` (a model that cannot show reasoning).
+        think_off: bool,
     },
 }
 
@@ -107,11 +115,13 @@ pub enum Canonical {
 }
 
 impl Canonical {
-    fn decode(path: &str, body: &[u8]) -> Result<Canonical, GatewayError> {
+    fn decode(path: &str, body: Map<String, Value>) -> Result<Canonical, GatewayError> {
         Ok(match path {
-            "/api/chat" => Canonical::Chat(Box::new(ollama::decode_chat(body)?)),
-            "/api/generate" => Canonical::Chat(Box::new(ollama::decode_generate(body)?)),
-            "/api/embed" | "/api/embeddings" => Canonical::Embed(ollama::decode_embed(body)?),
+            "/api/chat" => Canonical::Chat(Box::new(ollama::decode_chat_object(body)?)),
+            "/api/generate" => Canonical::Chat(Box::new(ollama::decode_generate_object(body)?)),
+            "/api/embed" | "/api/embeddings" => {
+                Canonical::Embed(ollama::decode_embed_object(body)?)
+            }
             _ => Canonical::Show,
         })
     }
@@ -126,10 +136,12 @@ impl Inbound {
     /// the canonical form).
     pub fn openai_chat(body: Bytes, legacy: bool) -> Result<Inbound, GatewayError> {
         super::body::json_object(&body)?;
+        let (obj, raw) = native::parse(body)?;
+        let output = super::body::output_allowance(&obj);
         let chat = if legacy {
-            openai::decode_completion(&body)?
+            openai::decode_completion_object(obj)?
         } else {
-            openai::decode_chat(&body)?
+            openai::decode_chat_object(obj)?
         };
         super::body::model_name(&chat.model)?;
         let front = Frontend::OpenAi {
@@ -139,8 +151,8 @@ impl Inbound {
             include_usage: chat.include_usage,
             reasoning: features::asks_thinking(chat.think),
         };
-        let raw = (!legacy).then_some((body, "/v1/chat/completions"));
-        Ok(Inbound::chat(front, chat, raw))
+        let raw = (!legacy).then_some((raw, "/v1/chat/completions"));
+        Ok(Inbound::chat(front, chat, output, raw))
     }
 
     /// `POST /v1/responses`.
@@ -151,7 +163,8 @@ impl Inbound {
         let front = Frontend::Responses {
             echo: Box::new(echo),
         };
-        Ok(Inbound::chat(front, chat, None))
+        let output = chat.max_tokens.map(u64::from);
+        Ok(Inbound::chat(front, chat, output, None))
     }
 
     /// `POST /v1/embeddings`.
@@ -166,6 +179,7 @@ impl Inbound {
             model: embed.model.clone(),
             stream: false,
             generates: false,
+            output: None,
             request: Request::Embed(embed),
         })
     }
@@ -173,44 +187,56 @@ impl Inbound {
     /// `POST /v1/messages`.
     pub fn anthropic(body: Bytes) -> Result<Inbound, GatewayError> {
         super::body::json_object(&body)?;
-        let chat = anthropic::decode_messages(&body)?;
+        let (obj, raw) = native::parse(body)?;
+        let output = super::body::output_allowance(&obj);
+        let chat = anthropic::decode_messages_object(obj)?;
         super::body::model_name(&chat.model)?;
         let front = Frontend::Anthropic {
             id: anthropic::new_message_id(),
             estimate: chat.estimate_input_tokens(),
         };
-        Ok(Inbound::chat(front, chat, Some((body, "/v1/messages"))))
+        Ok(Inbound::chat(
+            front,
+            chat,
+            output,
+            Some((raw, "/v1/messages")),
+        ))
     }
 
     /// An Ollama generation endpoint at `path`; chat and generate stream by default.
     pub fn ollama(path: &'static str, body: Bytes) -> Result<Inbound, GatewayError> {
         super::body::json_object(&body)?;
-        let p: Peek = serde_json::from_slice(&body)
-            .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
+        let (obj, body) = native::parse(body)?;
         let generates = generates(path);
-        let wants = if generates {
-            p.wants()
-        } else {
-            Wants::default()
-        };
+        let wants = peek_wants(&obj)?;
+        let wants = if generates { wants } else { Wants::default() };
         // `name` is what older clients (and ollama-js for show) send instead of `model`.
-        let model = match p.model.filter(|m| !m.is_empty()).or(p.name) {
-            Some(m) if !m.is_empty() => m,
-            _ => return Err(GatewayError::bad_field("model", "is required")),
+        let model = match peek_str(&obj, "model")?.filter(|m| !m.is_empty()) {
+            Some(m) => m,
+            None => peek_str(&obj, "name")?.unwrap_or_default(),
         };
-        super::body::model_name(&model)?;
+        if model.is_empty() {
+            return Err(GatewayError::bad_field("model", "is required"));
+        }
+        super::body::model_name(model)?;
+        let stream = match obj.get("stream") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(GatewayError::bad_field("stream", "expected a boolean")),
+        };
         Ok(Inbound {
             front: Frontend::Ollama { path },
-            model,
-            stream: generates && p.stream.unwrap_or(true),
+            model: model.to_string(),
+            stream: generates && stream,
             generates,
+            output: super::body::output_allowance(&obj),
             request: Request::Ollama {
                 path,
                 body,
+                parsed: Cell::new(Some(obj)),
                 canonical: OnceCell::new(),
                 wants,
-                had_think: p.think.is_some(),
-                native: None,
+                think_off: false,
             },
         })
     }
@@ -221,47 +247,50 @@ fn generates(path: &str) -> bool {
     matches!(path, "/api/chat" | "/api/generate")
 }
 
-/// The fields corral needs from an Ollama request; the rest passes through untouched.
-#[derive(Deserialize)]
-struct Peek {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    stream: Option<bool>,
-    /// `null` reads as absent, as Ollama's pointer field does.
-    #[serde(default)]
-    think: Option<Value>,
-    #[serde(default)]
-    tools: Option<Vec<serde::de::IgnoredAny>>,
-    /// `/api/generate` images.
-    #[serde(default)]
-    images: Option<Vec<serde::de::IgnoredAny>>,
-    #[serde(default)]
-    messages: Option<Vec<PeekMessage>>,
+/// A top-level string field of an Ollama body (`null` reads as absent).
+fn peek_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, GatewayError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(GatewayError::bad_field(key, "expected a string")),
+    }
 }
 
-#[derive(Deserialize)]
-struct PeekMessage {
-    #[serde(default)]
-    images: Option<Vec<serde::de::IgnoredAny>>,
-}
-
-impl Peek {
-    /// What the request wants from its model; `think` counts when it is not `false`.
-    fn wants(&self) -> Wants {
-        let some =
-            |v: &Option<Vec<serde::de::IgnoredAny>>| v.as_ref().is_some_and(|v| !v.is_empty());
-        Wants {
-            thinking: self
-                .think
-                .as_ref()
-                .is_some_and(|t| !matches!(t, Value::Bool(false))),
-            tools: some(&self.tools),
-            vision: some(&self.images) || self.messages.iter().flatten().any(|m| some(&m.images)),
+/// What an Ollama request wants from its model: `think` counts when it is not `false` (or
+/// `null`, which reads as absent, as Ollama's pointer field does), tools and images when
+/// there are some.
+fn peek_wants(obj: &Map<String, Value>) -> Result<Wants, GatewayError> {
+    fn some(v: Option<&Value>, at: &str) -> Result<bool, GatewayError> {
+        match v {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Array(a)) => Ok(!a.is_empty()),
+            Some(_) => Err(GatewayError::bad_field(at, "expected an array")),
         }
     }
+    let mut vision = some(obj.get("images"), "images")?;
+    match obj.get("messages") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(msgs)) => {
+            for (i, m) in msgs.iter().enumerate() {
+                let Value::Object(m) = m else {
+                    return Err(GatewayError::bad_field(
+                        &format!("messages[{i}]"),
+                        "expected an object",
+                    ));
+                };
+                vision |= some(m.get("images"), &format!("messages[{i}].images"))?;
+            }
+        }
+        Some(_) => return Err(GatewayError::bad_field("messages", "expected an array")),
+    }
+    Ok(Wants {
+        thinking: !matches!(
+            obj.get("think"),
+            None | Some(Value::Null | Value::Bool(false))
+        ),
+        tools: some(obj.get("tools"), "tools")?,
+        vision,
+    })
 }
 
 impl Request {
@@ -299,17 +328,11 @@ impl Request {
             }
             Request::Embed(_) => Ok(false),
             Request::Ollama {
-                path,
-                body,
-                had_think,
-                native,
-                ..
+                path, think_off, ..
             } => {
                 let hide = generates(path) && !thinking;
                 // Reasoning only when asked and possible: Ollama backends get `think: false`.
-                if hide {
-                    *native = Some(ollama::with_think_off(body, *had_think)?);
-                }
+                *think_off = hide;
                 Ok(hide)
             }
         }
@@ -324,11 +347,14 @@ impl Request {
         match self {
             Request::Ollama {
                 path,
-                body,
+                parsed,
                 canonical,
                 ..
             } => canonical
-                .get_or_init(|| Canonical::decode(path, body))
+                .get_or_init(|| match parsed.take() {
+                    Some(body) => Canonical::decode(path, body),
+                    None => Err(GatewayError::internal("the request was decoded already")),
+                })
                 .as_ref()
                 .map_err(Clone::clone),
             _ => Err(GatewayError::internal("not an Ollama request")),
@@ -360,18 +386,18 @@ impl Request {
                 raw: Some((raw, path)),
                 ..
             } if kind::speaks(kind, dialect_of_raw(path)) => {
-                kind::raw_call(kind, served, raw, path, client)
+                Ok(kind::raw_call(kind, served, raw, path, client))
             }
             Request::Chat { chat, .. } => Ok(kind::chat_call(kind, served, chat, client)),
             Request::Embed(e) => kind::embed_call(kind, &backend.name, served, e),
             Request::Ollama {
-                path, body, native, ..
+                path,
+                body,
+                think_off,
+                ..
             } if kind == BackendKind::Ollama => {
-                let body = native.as_ref().unwrap_or(body);
-                Ok(Call::post_json(
-                    *path,
-                    passthrough_body(body, requested, served)?,
-                ))
+                let rename = (requested != served).then_some(served);
+                Ok(Call::post_json(*path, body.body(rename, *think_off)))
             }
             Request::Ollama { .. } => match self.canonical()? {
                 Canonical::Chat(chat) => Ok(kind::chat_call(kind, served, chat, client)),
@@ -391,22 +417,10 @@ fn dialect_of_raw(path: &str) -> Dialect {
     }
 }
 
-/// Body for an Ollama upstream: the client's bytes untouched unless the model name must
-/// change.
-fn passthrough_body(body: &Bytes, requested: &str, served: &str) -> Result<Bytes, GatewayError> {
-    if requested == served {
-        return Ok(body.clone());
-    }
-    let mut v: Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
-    v["model"] = Value::String(served.to_string());
-    Ok(Bytes::from(v.to_string()))
-}
-
 /// A whole answer, ready to send.
 pub enum Whole {
     Json(Value),
-    /// Bytes that are already JSON (an Ollama answer relayed as it came).
+    /// Bytes that are already JSON (an upstream's answer relayed as it came).
     Bytes(Bytes),
 }
 
@@ -517,20 +531,18 @@ impl Frontend {
                 tokens,
             ));
         }
-        let mut resp = kind::parse_chat(kind, &bytes)?;
+        let (mut resp, model_at) = kind::parse_chat(kind, &bytes)?;
         let tokens = Some((resp.usage.input, resp.usage.output));
+        if passthrough {
+            // The upstream's own answer, with the client's model name where the parse
+            // above found the upstream's.
+            let name = native::quoted(requested);
+            let edits = model_at.into_iter().map(|r| (r, name.as_bytes())).collect();
+            return Ok((Whole::Bytes(native::splice(&bytes, edits)), tokens));
+        }
         if hide_thinking {
             resp.thinking.clear();
             resp.thinking_signature = None;
-        }
-        if passthrough {
-            // The upstream's own answer, with the client's model name.
-            if let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) {
-                if v.get("model").is_some() {
-                    v["model"] = Value::String(requested.to_string());
-                }
-                return Ok((Whole::Json(v), tokens));
-            }
         }
         let body = match self {
             Frontend::Ollama { path } => {
@@ -605,5 +617,126 @@ impl Frontend {
             "capabilities": if is_auto { json!(["completion", "tools", "vision"]) } else { json!(["completion", "tools"]) },
             "modified_at": "2026-01-01T00:00:00Z",
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(w: Whole) -> Bytes {
+        match w {
+            Whole::Bytes(b) => b,
+            Whole::Json(v) => Bytes::from(v.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_passed_through_answer_is_the_upstreams_bytes_with_the_clients_model() {
+        let inbound = Inbound::openai_chat(
+            Bytes::from_static(br#"{"model":"alias","messages":[{"role":"user","content":"hi"}]}"#),
+            false,
+        )
+        .unwrap();
+        let answer = Bytes::from_static(
+            br#"{"id":"c", "model" : "real-2025","choices":[{"index":0,"message":{"role":"assistant","content":"model real"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1},"x":1.50}"#,
+        );
+        let (whole, tokens) = inbound
+            .front
+            .whole(
+                &inbound.request,
+                BackendKind::Openai,
+                answer,
+                "alias",
+                None,
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            &bytes(whole)[..],
+            br#"{"id":"c", "model" : "alias","choices":[{"index":0,"message":{"role":"assistant","content":"model real"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1},"x":1.50}"#
+        );
+        assert_eq!(tokens, Some((3, 1)));
+
+        let inbound = Inbound::anthropic(Bytes::from_static(
+            br#"{"model":"alias","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(inbound.output, Some(9));
+        let answer = Bytes::from_static(
+            br#"{"id":"msg_1","type":"message","role":"assistant","model":"real","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":4,"output_tokens":2}}"#,
+        );
+        let (whole, tokens) = inbound
+            .front
+            .whole(
+                &inbound.request,
+                BackendKind::Anthropic,
+                answer,
+                "alias",
+                None,
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            &bytes(whole)[..],
+            br#"{"id":"msg_1","type":"message","role":"assistant","model":"alias","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":4,"output_tokens":2}}"#
+        );
+        assert_eq!(tokens, Some((4, 2)));
+    }
+
+    #[test]
+    fn an_ollama_request_is_read_once_and_decoded_from_that_read() {
+        let body = br#"{"model":"alias","think":"high","stream":false,"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"messages":[{"role":"user","content":"hi","images":["aGk="]}],"options":{"num_predict":12}}"#;
+        let mut inbound = Inbound::ollama("/api/chat", Bytes::from_static(body)).unwrap();
+        assert_eq!(inbound.model, "alias");
+        assert!(!inbound.stream);
+        assert_eq!(inbound.output, Some(12));
+        let wants = inbound.request.wants();
+        assert!(wants.thinking && wants.tools && wants.vision);
+        // The canonical form comes from the kept parse, once.
+        let chat = inbound.request.chat().unwrap().unwrap();
+        assert_eq!(chat.messages[0].images.len(), 1);
+        assert_eq!(chat.max_tokens, Some(12));
+        assert!(inbound.request.chat().unwrap().is_some());
+        assert!(inbound.request.fit_thinking(false).unwrap());
+        let Request::Ollama {
+            body: native,
+            think_off,
+            ..
+        } = &inbound.request
+        else {
+            panic!("an Ollama request");
+        };
+        let sent = native.body(Some("real"), *think_off);
+        assert_eq!(
+            std::str::from_utf8(&sent).unwrap(),
+            std::str::from_utf8(body).unwrap().replace(
+                r#""model":"alias","think":"high""#,
+                r#""model":"real","think":false"#
+            )
+        );
+    }
+
+    #[test]
+    fn ollama_fields_of_the_wrong_type_are_refused_by_name() {
+        for (body, field) in [
+            (&br#"{"model":1}"#[..], "model"),
+            (br#"{"model":"m","stream":"yes"}"#, "stream"),
+            (br#"{"model":"m","tools":{}}"#, "tools"),
+            (br#"{"model":"m","messages":[1]}"#, "messages[0]"),
+            (
+                br#"{"model":"m","messages":[{"images":"x"}]}"#,
+                "messages[0].images",
+            ),
+            (br#"{"stream":true}"#, "model"),
+        ] {
+            let e = Inbound::ollama("/api/chat", Bytes::from_static(body))
+                .err()
+                .unwrap();
+            assert_eq!(e.param.as_deref(), Some(field), "{}", e.message);
+        }
+        let show = Inbound::ollama("/api/show", Bytes::from_static(br#"{"name":"m"}"#)).unwrap();
+        assert_eq!(show.model, "m");
+        assert!(!show.stream && !show.generates);
     }
 }

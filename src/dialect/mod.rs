@@ -3,6 +3,7 @@
 pub mod anthropic;
 pub mod detect;
 pub mod lines;
+pub mod native;
 pub mod ollama;
 pub mod openai;
 pub mod relay;

@@ -4,12 +4,13 @@
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::BackendKind;
 use crate::dialect::lines::LineSplitter;
 use crate::dialect::ollama::{ndjson_line, needs_escape};
 use crate::dialect::sse::{DEFAULT_MAX_FRAME, SseParser};
-use crate::dialect::{Dialect, anthropic, ollama, openai, responses};
+use crate::dialect::{Dialect, anthropic, native, ollama, openai, responses};
 use crate::error::{ErrorKind, GatewayError};
 use crate::ir::{StreamEvent, Usage};
 
@@ -239,30 +240,54 @@ impl TranslateRelay {
 }
 
 /// Same dialect on both sides (OpenAI→openai, Anthropic→anthropic): SSE frames go through
-/// as the upstream wrote them, read on the side only for usage and a clean end; the model
-/// name is rewritten only when an alias or fallback served the request.
+/// as the upstream wrote them. Each frame is parsed once, by the kind's stream parser, for
+/// usage and a clean end; that parse also says where the frame's model name is, which is
+/// replaced only when an alias or fallback served the request.
 pub struct SsePassthrough {
-    reader: UpstreamReader,
     frames: SseParser,
+    parser: FrameParser,
+    /// The client's model name, as a JSON string.
     rewrite: Option<String>,
     writer: ClientWriter,
     events: Vec<StreamEvent>,
     usage: Option<Usage>,
 }
 
+enum FrameParser {
+    OpenAi(openai::StreamParser),
+    Anthropic(anthropic::StreamParser),
+}
+
 impl SsePassthrough {
     pub fn new(kind: BackendKind, rewrite: Option<String>, writer: ClientWriter) -> SsePassthrough {
+        let parser = match kind {
+            BackendKind::Anthropic => FrameParser::Anthropic(anthropic::StreamParser::new()),
+            _ => FrameParser::OpenAi(openai::StreamParser::new()),
+        };
         SsePassthrough {
-            reader: UpstreamReader::for_kind(kind),
             frames: SseParser::new(DEFAULT_MAX_FRAME),
-            rewrite,
+            parser,
+            rewrite: rewrite.as_deref().map(native::quoted),
             writer,
             events: Vec::new(),
             usage: None,
         }
     }
 
-    fn frame(&self, event: Option<&str>, data: &str, out: &mut BytesMut) {
+    /// Reads one frame and writes it out as it came (an upstream error scrubbed, the model
+    /// name replaced when asked); a frame the parser refuses is written before the error
+    /// is returned, so the client sees what the upstream said.
+    fn frame(
+        &mut self,
+        event: Option<&str>,
+        data: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), GatewayError> {
+        let read = match &mut self.parser {
+            FrameParser::OpenAi(p) => p.read(data, &mut self.events),
+            FrameParser::Anthropic(p) => p.read(data, &mut self.events),
+        };
+        self.note();
         if let Some(e) = event {
             out.extend_from_slice(b"event: ");
             out.extend_from_slice(e.as_bytes());
@@ -272,16 +297,18 @@ impl SsePassthrough {
         // An upstream's error event is upstream text like any error body.
         if event == Some("error") || data.starts_with("{\"error\"") {
             out.extend_from_slice(crate::redact::scrub(data).as_bytes());
-            out.extend_from_slice(b"\n\n");
-            return;
-        }
-        match &self.rewrite {
-            Some(model) if data.contains("\"model\"") => {
-                out.extend_from_slice(rewrite_model(data, model).as_bytes());
+        } else {
+            match (&self.rewrite, &read) {
+                (Some(name), Ok(Some(at))) => {
+                    out.extend_from_slice(&data.as_bytes()[..at.start]);
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(&data.as_bytes()[at.end..]);
+                }
+                _ => out.extend_from_slice(data.as_bytes()),
             }
-            _ => out.extend_from_slice(data.as_bytes()),
         }
         out.extend_from_slice(b"\n\n");
+        read.map(|_| ())
     }
 
     fn note(&mut self) {
@@ -293,37 +320,24 @@ impl SsePassthrough {
     }
 
     fn chunk(&mut self, bytes: &[u8], out: &mut BytesMut) -> Result<(), GatewayError> {
-        let read = self.reader.feed(bytes, &mut self.events);
-        self.note();
         for f in self.frames.feed(bytes)? {
-            self.frame(f.event.as_deref(), &f.data, out);
+            self.frame(f.event.as_deref(), &f.data, out)?;
         }
-        read
+        Ok(())
     }
 
     fn end(&mut self, out: &mut BytesMut) -> Result<(), GatewayError> {
-        let read = self.reader.finish(&mut self.events);
-        self.note();
         if let Some(f) = self.frames.finish()? {
-            self.frame(f.event.as_deref(), &f.data, out);
+            self.frame(f.event.as_deref(), &f.data, out)?;
         }
-        read?;
+        let finished = match &mut self.parser {
+            FrameParser::OpenAi(p) => p.finish(),
+            FrameParser::Anthropic(p) => p.finish(),
+        };
+        self.events.extend(finished?);
+        self.note();
         self.usage.map(|_| ()).ok_or_else(incomplete)
     }
-}
-
-/// The same JSON with `model` (top level or in Anthropic's `message`) set to `model`.
-fn rewrite_model(data: &str, model: &str) -> String {
-    let Ok(mut v) = serde_json::from_str::<Value>(data) else {
-        return data.to_string();
-    };
-    if v.get("model").is_some() {
-        v["model"] = Value::String(model.to_string());
-    }
-    if v.pointer("/message/model").is_some() {
-        v["message"]["model"] = Value::String(model.to_string());
-    }
-    v.to_string()
 }
 
 /// Ollama NDJSON to Ollama NDJSON: lines pass through as they are, checked and escaped,
@@ -331,17 +345,38 @@ fn rewrite_model(data: &str, model: &str) -> String {
 pub struct OllamaRelay {
     lines: LineSplitter,
     batch: Vec<Bytes>,
+    /// The client's model name, as a JSON string.
     rewrite: Option<String>,
     hide_thinking: bool,
     done: bool,
     usage: Option<(u64, u64)>,
 }
 
-/// The fields of an Ollama stream line that decide how it is handled.
-#[derive(serde::Deserialize)]
-struct LinePeek {
+/// The fields of an Ollama line (or whole answer) that decide how it is handled, and where
+/// its model name is, read in its one parse without building a tree.
+#[derive(Deserialize)]
+struct LinePeek<'a> {
+    #[serde(default)]
     done: Option<bool>,
-    error: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default, borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    eval_count: Option<u64>,
+}
+
+impl LinePeek<'_> {
+    fn usage(&self) -> Option<(u64, u64)> {
+        (self.prompt_eval_count.is_some() || self.eval_count.is_some()).then(|| {
+            (
+                self.prompt_eval_count.unwrap_or(0),
+                self.eval_count.unwrap_or(0),
+            )
+        })
+    }
 }
 
 impl OllamaRelay {
@@ -349,7 +384,7 @@ impl OllamaRelay {
         OllamaRelay {
             lines: LineSplitter::new(MAX_LINE),
             batch: Vec::new(),
-            rewrite,
+            rewrite: rewrite.as_deref().map(native::quoted),
             hide_thinking: false,
             done: false,
             usage: None,
@@ -366,37 +401,57 @@ impl OllamaRelay {
         if self.done {
             return Ok(());
         }
-        // Validates the line and reads the two fields that decide its handling, whatever
-        // their order or spacing, without building a tree.
-        let peek: LinePeek = serde_json::from_slice(line).map_err(garbage)?;
-        let is_error = peek.error.is_some();
-        let is_done = peek.done == Some(true);
-        let thinks = self.hide_thinking && contains(line, b"\"thinking\"");
-        if !is_error && !is_done && !thinks && self.rewrite.is_none() && !needs_escape(line) {
-            // The hot path: forward the bytes.
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\n");
-            return Ok(());
+        if self.hide_thinking && contains(line, b"\"thinking\"") {
+            return self.thinking_line(line, out);
         }
+        // One parse reads the fields that decide the line's handling, whatever their order
+        // or spacing, and where its model name is; the bytes go on as they are.
+        let peek: LinePeek = serde_json::from_slice(line).map_err(garbage)?;
+        if let Some(e) = peek.error.as_ref().filter(|e| !e.is_null()) {
+            return Err(upstream_error(e));
+        }
+        if peek.done == Some(true) {
+            self.done = true;
+            self.usage = peek.usage();
+        }
+        let at = match (&self.rewrite, peek.model) {
+            (Some(name), Some(m)) => native::span_of(line, m).map(|at| (at, name)),
+            _ => None,
+        };
+        let start = out.len();
+        match at {
+            Some((at, name)) => {
+                out.extend_from_slice(&line[..at.start]);
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(&line[at.end..]);
+            }
+            None => out.extend_from_slice(line),
+        }
+        if needs_escape(&out[start..]) {
+            let escaped = escape_separators(&out[start..]);
+            out.truncate(start);
+            out.extend_from_slice(&escaped);
+        }
+        out.extend_from_slice(b"\n");
+        Ok(())
+    }
+
+    /// A line that may carry reasoning the client must not see: parsed into a tree (its
+    /// one parse), stripped, and written anew.
+    fn thinking_line(&mut self, line: &[u8], out: &mut BytesMut) -> Result<(), GatewayError> {
         let mut v: Value = serde_json::from_slice(line).map_err(garbage)?;
-        if let Some(e) = v.get("error") {
-            let message = e.as_str().map_or_else(|| e.to_string(), str::to_string);
-            return Err(GatewayError::from_upstream(
-                ErrorKind::UpstreamStatus,
-                message,
-            ));
+        if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+            return Err(upstream_error(e));
         }
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             self.done = true;
             self.usage = usage_of(&v);
         }
-        if thinks && !ollama::strip_thinking(&mut v) {
+        if !ollama::strip_thinking(&mut v) {
             return Ok(());
         }
-        if let Some(model) = &self.rewrite {
-            if v.get("model").is_some() {
-                v["model"] = Value::String(model.clone());
-            }
+        if let (Some(name), Some(model)) = (&self.rewrite, v.get_mut("model")) {
+            *model = serde_json::from_str(name).unwrap_or(Value::Null);
         }
         out.extend_from_slice(&ndjson_line(&v));
         Ok(())
@@ -422,6 +477,35 @@ impl OllamaRelay {
     }
 }
 
+/// An Ollama `{"error": ...}` line.
+fn upstream_error(e: &Value) -> GatewayError {
+    let message = e.as_str().map_or_else(|| e.to_string(), str::to_string);
+    GatewayError::from_upstream(ErrorKind::UpstreamStatus, message)
+}
+
+/// `line` with U+2028, U+2029 and U+0085 written as JSON escapes; in valid JSON they can only
+/// sit inside strings, where the escape means the same.
+fn escape_separators(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len() + 8);
+    let mut i = 0;
+    while i < line.len() {
+        let rest = &line[i..];
+        let (esc, n): (&[u8], usize) = match rest {
+            [0xE2, 0x80, 0xA8, ..] => (b"\\u2028", 3),
+            [0xE2, 0x80, 0xA9, ..] => (b"\\u2029", 3),
+            [0xC2, 0x85, ..] => (b"\\u0085", 2),
+            _ => {
+                out.push(line[i]);
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(esc);
+        i += n;
+    }
+    out
+}
+
 fn garbage(e: serde_json::Error) -> GatewayError {
     GatewayError::new(
         ErrorKind::UpstreamProtocol,
@@ -434,7 +518,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// A whole Ollama answer for an Ollama client: checked to be JSON, model name echoed,
-/// tokens read. The tree is built only when the model name must change.
+/// tokens read, in one parse. The tree is built only when reasoning must be stripped.
 pub fn ollama_whole(
     bytes: Bytes,
     rewrite: Option<&str>,
@@ -449,31 +533,14 @@ pub fn ollama_whole(
         let usage = usage_of(&v);
         return Ok((Bytes::from(v.to_string()), usage));
     }
-    let Some(model) = rewrite else {
-        let counts: Counts = serde_json::from_slice(&bytes).map_err(garbage)?;
-        let usage =
-            (counts.prompt_eval_count.is_some() || counts.eval_count.is_some()).then(|| {
-                (
-                    counts.prompt_eval_count.unwrap_or(0),
-                    counts.eval_count.unwrap_or(0),
-                )
-            });
+    let peek: LinePeek = serde_json::from_slice(&bytes).map_err(garbage)?;
+    let usage = peek.usage();
+    let at = rewrite.zip(peek.model.and_then(|m| native::span_of(&bytes, m)));
+    let Some((model, at)) = at else {
         return Ok((bytes, usage));
     };
-    let mut v: Value = serde_json::from_slice(&bytes).map_err(garbage)?;
-    let usage = usage_of(&v);
-    if v.get("model").is_some() {
-        v["model"] = Value::String(model.to_string());
-        return Ok((Bytes::from(v.to_string()), usage));
-    }
-    Ok((bytes, usage))
-}
-
-/// Token counts of an Ollama answer, read without building a tree.
-#[derive(Deserialize)]
-struct Counts {
-    prompt_eval_count: Option<u64>,
-    eval_count: Option<u64>,
+    let name = native::quoted(model);
+    Ok((native::splice(&bytes, vec![(at, name.as_bytes())]), usage))
 }
 
 fn usage_of(v: &Value) -> Option<(u64, u64)> {
@@ -619,6 +686,104 @@ data: [DONE]\n\n";
     }
 
     #[test]
+    fn sse_passthrough_changes_the_model_bytes_and_nothing_else() {
+        // Spacing, number spelling and key order a re-serialisation would change.
+        let stream = "data: {\"id\":\"c\", \"model\" : \"re\\u0061l\",\"created\":1.50,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        let writer = ClientWriter::OpenAi(openai::StreamWriter::new("c", 1, "alias", false));
+        let mut r = Relay::Sse(SsePassthrough::new(
+            BackendKind::Openai,
+            Some("al\"ias".into()),
+            writer,
+        ));
+        let chunks: Vec<&[u8]> = stream.as_bytes().chunks(5).collect();
+        let (out, res) = run(&mut r, &chunks);
+        res.unwrap();
+        assert_eq!(out, stream.replace("\"re\\u0061l\"", "\"al\\\"ias\""));
+        assert_eq!(r.usage(), Some((4, 2)));
+        // Without a rewrite the bytes are the upstream's.
+        let writer = ClientWriter::OpenAi(openai::StreamWriter::new("c", 1, "m", false));
+        let mut r = Relay::Sse(SsePassthrough::new(BackendKind::Openai, None, writer));
+        assert_eq!(run(&mut r, &[stream.as_bytes()]).0, stream);
+    }
+
+    #[test]
+    fn anthropic_passthrough_renames_the_message_and_reads_usage() {
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"real\",\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"model real\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let writer = ClientWriter::Anthropic(anthropic::StreamWriter::new("msg_1", "alias", 1));
+        let mut r = Relay::Sse(SsePassthrough::new(
+            BackendKind::Anthropic,
+            Some("alias".into()),
+            writer,
+        ));
+        let (out, res) = run(&mut r, &[stream.as_bytes()]);
+        res.unwrap();
+        assert_eq!(
+            out,
+            stream.replacen("\"model\":\"real\"", "\"model\":\"alias\"", 1),
+            "only the message's model changes, not the text that names it"
+        );
+        assert_eq!(r.usage(), Some((7, 3)));
+    }
+
+    #[test]
+    fn an_upstream_error_frame_is_relayed_scrubbed_and_ends_the_stream() {
+        let stream = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n";
+        let writer = ClientWriter::Anthropic(anthropic::StreamWriter::new("msg_1", "m", 1));
+        let mut r = Relay::Sse(SsePassthrough::new(BackendKind::Anthropic, None, writer));
+        let (out, res) = run(&mut r, &[stream.as_bytes()]);
+        assert_eq!(res.unwrap_err().kind, ErrorKind::NoCapacity);
+        assert!(out.starts_with("event: error\n"));
+        assert!(!out.contains("ping"), "nothing after the error");
+    }
+
+    #[test]
+    fn ollama_lines_keep_their_bytes_when_renamed() {
+        let mut r = ollama(Some("alias"));
+        let line =
+            "{ \"model\" : \"re\\u0061l\", \"created_at\":\"x\",\"n\":1.50,\"done\":false}\n";
+        let last = "{\"model\":\"real\",\"done\":true,\"prompt_eval_count\":3,\"eval_count\":5}\n";
+        let (out, res) = run(&mut r, &[line.as_bytes(), last.as_bytes()]);
+        res.unwrap();
+        assert_eq!(
+            out,
+            "{ \"model\" : \"alias\", \"created_at\":\"x\",\"n\":1.50,\"done\":false}\n\
+             {\"model\":\"alias\",\"done\":true,\"prompt_eval_count\":3,\"eval_count\":5}\n"
+        );
+        assert_eq!(r.usage(), Some((3, 5)));
+    }
+
+    #[test]
+    fn hidden_reasoning_is_stripped_from_ollama_lines() {
+        let mut r = Relay::Ollama(OllamaRelay::new(Some("alias".into())).hiding_thinking(true));
+        let (out, res) = run(
+            &mut r,
+            &[
+                b"{\"model\":\"real\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"hmm\"},\"done\":false}\n",
+                b"{\"model\":\"real\",\"message\":{\"role\":\"assistant\",\"content\":\"hi\"},\"done\":true,\"eval_count\":2}\n",
+            ],
+        );
+        res.unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains("\"model\":\"alias\""));
+        assert_eq!(r.usage(), Some((0, 2)));
+    }
+
+    #[test]
+    fn separators_are_escaped_in_raw_bytes() {
+        let line = "{\"a\":\"x\u{2028}y\u{2029}z\u{85}\"}".as_bytes();
+        let out = escape_separators(line);
+        assert_eq!(&out[..], br#"{"a":"x\u2028y\u2029z\u0085"}"#);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["a"], "x\u{2028}y\u{2029}z\u{85}");
+    }
+
+    #[test]
     fn a_whole_ollama_answer_is_checked_and_counted() {
         let body = Bytes::from_static(
             b"{\"model\":\"real\",\"done\":true,\"prompt_eval_count\":2,\"eval_count\":9}",
@@ -627,8 +792,10 @@ data: [DONE]\n\n";
         assert_eq!(same, body);
         assert_eq!(usage, Some((2, 9)));
         let (renamed, _) = ollama_whole(body, Some("alias"), false).unwrap();
-        let renamed: Value = serde_json::from_slice(&renamed).unwrap();
-        assert_eq!(renamed["model"], "alias");
+        assert_eq!(
+            &renamed[..],
+            b"{\"model\":\"alias\",\"done\":true,\"prompt_eval_count\":2,\"eval_count\":9}"
+        );
         let bad = ollama_whole(Bytes::from_static(b"<html>"), None, false).unwrap_err();
         assert_eq!(bad.kind, ErrorKind::UpstreamProtocol);
     }

@@ -5,9 +5,10 @@
 use actix_web::http::header::HeaderMap;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use serde_json::Value;
+use std::ops::Range;
 
 use crate::config::BackendKind;
+use crate::dialect::native::Native;
 use crate::dialect::{Dialect, anthropic, ollama, openai};
 use crate::error::GatewayError;
 use crate::ir::{ChatRequest, ChatResponse, EmbedRequest, EmbedResponse};
@@ -53,22 +54,20 @@ pub fn chat_call(kind: BackendKind, served: &str, req: &ChatRequest, client: &He
     }
 }
 
-/// The client's own bytes for an upstream of its dialect, with only `model` changed.
+/// The client's own bytes for an upstream of its dialect, with only `model` changed (at
+/// the place the one parse of the body recorded).
 pub fn raw_call(
     kind: BackendKind,
     served: &str,
-    raw: &Bytes,
+    raw: &Native,
     path: &'static str,
     client: &HeaderMap,
-) -> Result<Call, GatewayError> {
-    let mut v: Value = serde_json::from_slice(raw)
-        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
-    v["model"] = Value::String(served.to_string());
-    let mut call = Call::post_json(path, Bytes::from(v.to_string()));
+) -> Call {
+    let mut call = Call::post_json(path, raw.body(Some(served), false));
     if kind == BackendKind::Anthropic {
         call.headers.extend(anthropic_headers(client));
     }
-    Ok(call)
+    call
 }
 
 /// The embeddings call for an upstream of `kind`.
@@ -93,12 +92,16 @@ pub fn embed_call(
     }
 }
 
-/// A whole chat answer of an upstream of `kind`.
-pub fn parse_chat(kind: BackendKind, body: &[u8]) -> Result<ChatResponse, GatewayError> {
+/// A whole chat answer of an upstream of `kind`, and where its top-level `model` values
+/// are (found by the same parse, for an answer passed through to the client).
+pub fn parse_chat(
+    kind: BackendKind,
+    body: &[u8],
+) -> Result<(ChatResponse, Vec<Range<usize>>), GatewayError> {
     match kind {
-        BackendKind::Ollama => ollama::parse_response(body),
-        BackendKind::Openai => openai::parse_response(body),
-        BackendKind::Anthropic => anthropic::parse_response(body),
+        BackendKind::Ollama => ollama::parse_response(body).map(|r| (r, Vec::new())),
+        BackendKind::Openai => openai::parse_response_at(body),
+        BackendKind::Anthropic => anthropic::parse_response_at(body),
     }
 }
 
@@ -146,24 +149,26 @@ mod tests {
         );
         let call = chat_call(BackendKind::Anthropic, "real", &req, &client);
         assert_eq!(call.headers.len(), 2);
-        let body: Value = serde_json::from_slice(&call.body).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
         assert_eq!(body["model"], "real");
     }
 
     #[test]
     fn a_raw_call_changes_only_the_model() {
-        let raw = Bytes::from_static(br#"{"model":"alias","messages":[],"x":1}"#);
+        let raw = Bytes::from_static(br#"{"model":"alias","messages":[],"x":1.50}"#);
+        let (_, native) = crate::dialect::native::parse(raw).unwrap();
         let call = raw_call(
             BackendKind::Openai,
             "real",
-            &raw,
+            &native,
             "/v1/chat/completions",
             &HeaderMap::new(),
-        )
-        .unwrap();
-        let body: Value = serde_json::from_slice(&call.body).unwrap();
-        assert_eq!(body["model"], "real");
-        assert_eq!(body["x"], 1);
+        );
+        assert_eq!(
+            &call.body[..],
+            br#"{"model":"real","messages":[],"x":1.50}"#,
+            "the client's bytes but the model"
+        );
         assert!(call.headers.is_empty());
     }
 }

@@ -28,16 +28,20 @@ pub fn new_message_id() -> String {
 
 /// Decodes a `/v1/messages` body; `max_tokens` is required.
 pub fn decode_messages(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    decode(body, true)
+    decode(wire::parse_body(body)?, true)
+}
+
+/// Decodes a `/v1/messages` body already parsed into an object.
+pub fn decode_messages_object(m: Obj) -> Result<ChatRequest, GatewayError> {
+    decode(m, true)
 }
 
 /// Decodes a `/v1/messages/count_tokens` body (no `max_tokens`).
 pub fn decode_count_tokens(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    decode(body, false)
+    decode(wire::parse_body(body)?, false)
 }
 
-fn decode(body: &[u8], need_max_tokens: bool) -> Result<ChatRequest, GatewayError> {
-    let mut m = wire::parse_body(body)?;
+fn decode(mut m: Obj, need_max_tokens: bool) -> Result<ChatRequest, GatewayError> {
     let model = wire::req_str(&mut m, "model", "")?;
     let max_tokens = wire::take_u32(&mut m, "max_tokens", "")?;
     if need_max_tokens && max_tokens.is_none() {

@@ -7,7 +7,7 @@ mod inbound;
 mod outbound;
 
 pub use inbound::{
-    StreamWriter, count_tokens_response, decode_count_tokens, decode_messages, encode_response,
-    models_list, new_message_id,
+    StreamWriter, count_tokens_response, decode_count_tokens, decode_messages,
+    decode_messages_object, encode_response, models_list, new_message_id,
 };
-pub use outbound::{StreamParser, encode_upstream, parse_response};
+pub use outbound::{StreamParser, encode_upstream, parse_response, parse_response_at};

@@ -1,10 +1,14 @@
 //! Anthropic upstreams: the Messages call a canonical request becomes, and reading the
 //! upstream's whole answer and SSE events back into the canonical IR (docs/PROTOCOLS.md §3).
 
+use std::ops::Range;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::dialect::wire::{self};
+use crate::dialect::native;
+use crate::dialect::wire;
 use crate::error::{ErrorKind, GatewayError};
 use crate::ir::{
     ChatRequest, ChatResponse, Image, Message, Role, StopReason, StreamEvent, Think, ThinkLevel,
@@ -262,7 +266,9 @@ fn error_from(e: &InError) -> GatewayError {
 }
 
 #[derive(Deserialize)]
-struct InMessage {
+struct InMessage<'a> {
+    #[serde(default, borrow)]
+    model: Option<&'a RawValue>,
     #[serde(default)]
     content: Vec<InBlock>,
     #[serde(default)]
@@ -293,11 +299,18 @@ struct InBlock {
 
 /// Translates a non-streamed `/v1/messages` body.
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, GatewayError> {
+    parse_response_at(body).map(|(r, _)| r)
+}
+
+/// [`parse_response`], and where the answer's `model` value is, from the same parse (a
+/// passed-through answer gets the client's model name there).
+pub fn parse_response_at(body: &[u8]) -> Result<(ChatResponse, Vec<Range<usize>>), GatewayError> {
     let m: InMessage = serde_json::from_slice(body)
         .map_err(|e| wire::protocol(format!("upstream sent an unreadable message: {e}")))?;
     if let Some(e) = &m.error {
         return Err(error_from(e));
     }
+    let model = m.model.and_then(|v| native::span_of(body, v));
     let mut r = ChatResponse::default();
     for b in m.content {
         match b.kind.as_str() {
@@ -328,17 +341,18 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, GatewayError> {
         output: u.output_tokens.unwrap_or(0),
         estimated: false,
     };
-    Ok(r)
+    Ok((r, model.into_iter().collect()))
 }
 
 #[derive(Deserialize)]
-struct InEvent {
+struct InEvent<'a> {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
     index: Option<usize>,
     #[serde(default)]
-    message: Option<InStart>,
+    #[serde(borrow)]
+    message: Option<InStart<'a>>,
     #[serde(default)]
     content_block: Option<InBlock>,
     #[serde(default)]
@@ -350,7 +364,9 @@ struct InEvent {
 }
 
 #[derive(Deserialize)]
-struct InStart {
+struct InStart<'a> {
+    #[serde(default, borrow)]
+    model: Option<&'a RawValue>,
     #[serde(default)]
     usage: Option<InUsage>,
 }
@@ -403,24 +419,40 @@ impl StreamParser {
         data: &str,
     ) -> Result<Vec<StreamEvent>, GatewayError> {
         let mut out = Vec::new();
+        self.read(data, &mut out)?;
+        Ok(out)
+    }
+
+    /// Consumes one SSE frame's data into `out`; returns where in `data` the message's
+    /// `model` value is (in `message_start`), from the same parse (a passed-through frame
+    /// gets the client's model name there). The event name is the data's `type`.
+    pub fn read(
+        &mut self,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<Option<Range<usize>>, GatewayError> {
+        let mut model = None;
         if self.done || data.trim().is_empty() {
-            return Ok(out);
+            return Ok(model);
         }
         let ev: InEvent = serde_json::from_str(data)
             .map_err(|e| wire::protocol(format!("upstream sent an unreadable event: {e}")))?;
         match ev.kind.as_str() {
             "message_start" => {
-                if let Some(u) = ev.message.and_then(|m| m.usage) {
-                    self.usage(&u);
+                if let Some(m) = ev.message {
+                    model = m.model.and_then(|v| native::span_of(data.as_bytes(), v));
+                    if let Some(u) = m.usage {
+                        self.usage(&u);
+                    }
                 }
             }
             "content_block_start" => {
                 let Some(b) = ev.content_block else {
-                    return Ok(out);
+                    return Ok(model);
                 };
                 match b.kind.as_str() {
-                    "text" => push_text(&mut out, b.text, StreamEvent::TextDelta),
-                    "thinking" => push_text(&mut out, b.thinking, StreamEvent::ThinkingDelta),
+                    "text" => push_text(out, b.text, StreamEvent::TextDelta),
+                    "thinking" => push_text(out, b.thinking, StreamEvent::ThinkingDelta),
                     "tool_use" => {
                         let json = match b.input {
                             Some(Value::Object(o)) if !o.is_empty() => wire::to_string(&o),
@@ -438,15 +470,15 @@ impl StreamParser {
             }
             "content_block_delta" => {
                 let Some(d) = ev.delta else {
-                    return Ok(out);
+                    return Ok(model);
                 };
                 match d.kind.as_deref() {
-                    Some("text_delta") => push_text(&mut out, d.text, StreamEvent::TextDelta),
+                    Some("text_delta") => push_text(out, d.text, StreamEvent::TextDelta),
                     Some("thinking_delta") => {
-                        push_text(&mut out, d.thinking, StreamEvent::ThinkingDelta)
+                        push_text(out, d.thinking, StreamEvent::ThinkingDelta)
                     }
                     Some("signature_delta") => {
-                        push_text(&mut out, d.signature, StreamEvent::ThinkingSignature)
+                        push_text(out, d.signature, StreamEvent::ThinkingSignature)
                     }
                     Some("input_json_delta") => {
                         let index = ev.index.unwrap_or(0);
@@ -501,7 +533,7 @@ impl StreamParser {
             }
             _ => {} // ping and future events
         }
-        Ok(out)
+        Ok(model)
     }
 
     /// At end of input: a stream without `message_stop` is an error.

@@ -21,7 +21,11 @@ use crate::ir::{
 
 /// Decodes a `/api/chat` body.
 pub fn decode_chat(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let mut m = wire::parse_body(body)?;
+    decode_chat_object(wire::parse_body(body)?)
+}
+
+/// Decodes a `/api/chat` body already parsed into an object.
+pub fn decode_chat_object(mut m: Obj) -> Result<ChatRequest, GatewayError> {
     let mut req = common_fields(&mut m)?;
     let mut ledger = CallLedger::default();
     if let Some(msgs) = wire::take_array(&mut m, "messages", "")? {
@@ -40,7 +44,11 @@ pub fn decode_chat(body: &[u8]) -> Result<ChatRequest, GatewayError> {
 
 /// Decodes a `/api/generate` body into a one-turn chat (`completion` set).
 pub fn decode_generate(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let mut m = wire::parse_body(body)?;
+    decode_generate_object(wire::parse_body(body)?)
+}
+
+/// Decodes a `/api/generate` body already parsed into an object.
+pub fn decode_generate_object(mut m: Obj) -> Result<ChatRequest, GatewayError> {
     let mut req = common_fields(&mut m)?;
     req.completion = true;
     if let Some(system) = wire::take_str(&mut m, "system", "")? {
@@ -58,7 +66,11 @@ pub fn decode_generate(body: &[u8]) -> Result<ChatRequest, GatewayError> {
 
 /// Decodes `/api/embed` (`input`) and the legacy `/api/embeddings` (`prompt`) bodies.
 pub fn decode_embed(body: &[u8]) -> Result<EmbedRequest, GatewayError> {
-    let mut m = wire::parse_body(body)?;
+    decode_embed_object(wire::parse_body(body)?)
+}
+
+/// Decodes an `/api/embed` or `/api/embeddings` body already parsed into an object.
+pub fn decode_embed_object(mut m: Obj) -> Result<EmbedRequest, GatewayError> {
     let model = wire::req_str(&mut m, "model", "")?;
     let (inputs, legacy) = match wire::take(&mut m, "input") {
         Some(Value::String(s)) => (vec![s], false),

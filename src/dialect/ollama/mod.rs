@@ -2,16 +2,16 @@
 //! serves Ollama clients (their request in, the answer and the NDJSON stream out), `outbound`
 //! talks to Ollama upstreams (the call out, their answer and NDJSON frames in). What stays here
 //! is shared by both and by the native path, where an Ollama client's bytes go to an Ollama
-//! upstream as they are: NDJSON line escaping, turning reasoning off in a native body, and
-//! stripping reasoning from a native frame.
+//! upstream as they are (with `model` or `think` spliced in by `dialect::native`): NDJSON line
+//! escaping, and stripping reasoning from a native frame.
 
 mod inbound;
 mod outbound;
 
 pub(crate) use inbound::decode_tools;
 pub use inbound::{
-    StreamWriter, decode_chat, decode_embed, decode_generate, encode_embed_response,
-    encode_response,
+    StreamWriter, decode_chat, decode_chat_object, decode_embed, decode_embed_object,
+    decode_generate, decode_generate_object, encode_embed_response, encode_response,
 };
 pub(crate) use outbound::openai_tool;
 pub use outbound::{
@@ -21,8 +21,6 @@ pub use outbound::{
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::error::GatewayError;
 
 /// Serializes `value` as one NDJSON line, escaping U+2028, U+2029 and U+0085, which
 /// Python's `str.splitlines()` (used by ollama-python via httpx) would split on.
@@ -48,35 +46,6 @@ pub fn needs_escape(line: &[u8]) -> bool {
         || line
             .windows(3)
             .any(|w| w[0] == 0xE2 && w[1] == 0x80 && (w[2] == 0xA8 || w[2] == 0xA9))
-}
-
-/// A native chat or generate body with `think` set to `false`: the model must not reason
-/// (not asked, or it cannot). When `think` is absent the field is put in front of the
-/// client's bytes, which stay as they are; otherwise the object is rewritten.
-pub fn with_think_off(body: &Bytes, had_think: bool) -> Result<Bytes, GatewayError> {
-    let start = body.iter().position(|b| !b.is_ascii_whitespace());
-    if let (false, Some(i)) = (had_think, start) {
-        if body[i] == b'{' {
-            let rest = &body[i + 1..];
-            let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-            let mut out = Vec::with_capacity(body.len() + 16);
-            out.extend_from_slice(b"{\"think\":false");
-            if !empty {
-                out.push(b',');
-            }
-            out.extend_from_slice(rest);
-            return Ok(Bytes::from(out));
-        }
-    }
-    let mut v: Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))?;
-    match v.as_object_mut() {
-        Some(o) => {
-            o.insert("think".into(), Value::Bool(false));
-        }
-        None => return Err(GatewayError::bad_request("the body must be a JSON object")),
-    }
-    Ok(Bytes::from(v.to_string()))
 }
 
 /// Removes reasoning from one native answer or frame (chat `message.thinking`, generate
@@ -124,25 +93,6 @@ pub fn ndjson_bytes<T: Serialize + ?Sized>(value: &T) -> Bytes {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn think_off_keeps_the_client_bytes_when_it_can() {
-        let body = Bytes::from_static(br#" {"model":"qwen3:8b","messages":[]}"#);
-        let out = with_think_off(&body, false).unwrap();
-        assert_eq!(
-            &out[..],
-            br#"{"think":false,"model":"qwen3:8b","messages":[]}"#
-        );
-        let empty = with_think_off(&Bytes::from_static(b"{ }"), false).unwrap();
-        assert_eq!(
-            serde_json::from_slice::<Value>(&empty).unwrap(),
-            json!({"think": false})
-        );
-        let asked = Bytes::from_static(br#"{"model":"m","think":"high"}"#);
-        let out: Value = serde_json::from_slice(&with_think_off(&asked, true).unwrap()).unwrap();
-        assert_eq!(out, json!({"model": "m", "think": false}));
-        assert!(with_think_off(&Bytes::from_static(b"[1]"), false).is_err());
-    }
 
     #[test]
     fn stripped_thinking_frames_say_nothing() {

@@ -27,7 +27,11 @@ pub fn new_completion_id() -> String {
 
 /// Decodes a `/v1/chat/completions` body.
 pub fn decode_chat(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let mut m = wire::parse_body(body)?;
+    decode_chat_object(wire::parse_body(body)?)
+}
+
+/// Decodes a `/v1/chat/completions` body already parsed into an object.
+pub fn decode_chat_object(mut m: Obj) -> Result<ChatRequest, GatewayError> {
     let mut req = common_fields(&mut m)?;
     let msgs =
         wire::take_array(&mut m, "messages", "")?.ok_or_else(|| wire::missing("", "messages"))?;
@@ -110,7 +114,11 @@ pub fn decode_chat(body: &[u8]) -> Result<ChatRequest, GatewayError> {
 
 /// Decodes a `/v1/completions` body into a one-turn chat (`completion` set).
 pub fn decode_completion(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let mut m = wire::parse_body(body)?;
+    decode_completion_object(wire::parse_body(body)?)
+}
+
+/// Decodes a `/v1/completions` body already parsed into an object.
+pub fn decode_completion_object(mut m: Obj) -> Result<ChatRequest, GatewayError> {
     let mut req = common_fields(&mut m)?;
     req.completion = true;
     let prompt = match wire::take(&mut m, "prompt") {

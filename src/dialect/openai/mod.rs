@@ -7,10 +7,11 @@ mod inbound;
 mod outbound;
 
 pub use inbound::{
-    StreamWriter, decode_chat, decode_completion, decode_embeddings, encode_completion_response,
-    encode_embeddings_response, encode_response, model_object, models_list, new_completion_id,
+    StreamWriter, decode_chat, decode_chat_object, decode_completion, decode_completion_object,
+    decode_embeddings, encode_completion_response, encode_embeddings_response, encode_response,
+    model_object, models_list, new_completion_id,
 };
 pub use outbound::{
     StreamParser, encode_chat_upstream, encode_embeddings_upstream, parse_embeddings_response,
-    parse_response,
+    parse_response, parse_response_at,
 };

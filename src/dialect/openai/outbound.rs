@@ -4,10 +4,14 @@
 
 use base64::Engine;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use std::ops::Range;
+
+use crate::dialect::native;
 use crate::dialect::ollama::openai_tool;
-use crate::dialect::wire::{self};
+use crate::dialect::wire;
 use crate::error::GatewayError;
 use crate::ir::{
     ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Message, ResponseFormat, Role,
@@ -183,8 +187,16 @@ fn usage_of(v: &Value) -> Option<Usage> {
 
 /// Translates a non-streamed chat completion (or text completion) body.
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, GatewayError> {
-    let v: Value = serde_json::from_slice(body)
+    parse_response_at(body).map(|(r, _)| r)
+}
+
+/// [`parse_response`], and where the answer's top-level `model` values are, from the same
+/// parse (a passed-through answer gets the client's model name there).
+pub fn parse_response_at(body: &[u8]) -> Result<(ChatResponse, Vec<Range<usize>>), GatewayError> {
+    let mut spans = Vec::new();
+    let v = native::object_at(body, &["model"], &mut spans)
         .map_err(|e| wire::protocol(format!("upstream sent an unreadable body: {e}")))?;
+    let v = Value::Object(v);
     if let Some(e) = error_of(&v) {
         return Err(e);
     }
@@ -235,14 +247,15 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, GatewayError> {
         output: estimate_tokens(text.len() + thinking.len()),
         estimated: true,
     });
-    Ok(ChatResponse {
+    let resp = ChatResponse {
         text,
         thinking,
         thinking_signature: None,
         tool_calls,
         stop,
         usage,
-    })
+    };
+    Ok((resp, spans.into_iter().map(|(_, r)| r).collect()))
 }
 
 /// Translates an upstream `/v1/embeddings` body (float or base64 vectors).
@@ -284,7 +297,9 @@ fn decode_base64_f32(b64: &str) -> Result<Vec<f32>, GatewayError> {
 }
 
 #[derive(Deserialize)]
-struct Chunk {
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    model: Option<&'a RawValue>,
     #[serde(default)]
     error: Option<Value>,
     #[serde(default)]
@@ -386,19 +401,34 @@ impl StreamParser {
     /// Consumes one SSE `data:` payload.
     pub fn push(&mut self, data: &str) -> Result<Vec<StreamEvent>, GatewayError> {
         let mut out = Vec::new();
+        self.read(data, &mut out)?;
+        Ok(out)
+    }
+
+    /// Consumes one SSE `data:` payload into `out`; returns where in `data` the chunk's
+    /// `model` value is, from the same parse (a passed-through frame gets the client's
+    /// model name there).
+    pub fn read(
+        &mut self,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<Option<Range<usize>>, GatewayError> {
         if self.done {
-            return Ok(out);
+            return Ok(None);
         }
-        let data = data.trim();
-        if data == "[DONE]" {
-            self.end(&mut out)?;
-            return Ok(out);
+        let payload = data.trim();
+        if payload == "[DONE]" {
+            self.end(out)?;
+            return Ok(None);
         }
-        if data.is_empty() {
-            return Ok(out);
+        if payload.is_empty() {
+            return Ok(None);
         }
-        let chunk: Chunk = serde_json::from_str(data)
+        let chunk: Chunk = serde_json::from_str(payload)
             .map_err(|e| wire::protocol(format!("upstream sent an unreadable chunk: {e}")))?;
+        let model = chunk
+            .model
+            .and_then(|m| native::span_of(data.as_bytes(), m));
         if let Some(err) = chunk.error.as_ref().filter(|e| !e.is_null()) {
             return Err(error_of(&json!({ "error": err }))
                 .unwrap_or_else(|| wire::upstream_error("upstream error")));
@@ -416,14 +446,14 @@ impl StreamParser {
                 out.push(StreamEvent::TextDelta(t));
             }
             if let Some(d) = choice.delta {
-                self.delta(d, &mut out)?;
+                self.delta(d, out)?;
             }
             if let Some(reason) = choice.finish_reason {
                 self.stop = Some(finish_reason_in(&reason));
-                self.flush(&mut out)?;
+                self.flush(out)?;
             }
         }
-        Ok(out)
+        Ok(model)
     }
 
     /// At end of input: a stream that finished but lacked `[DONE]` still ends cleanly; one
