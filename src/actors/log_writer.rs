@@ -48,6 +48,10 @@ struct Shared {
     dropped_since_warn: AtomicU64,
     /// Every row this writer dropped, for `shutdown`'s answer.
     dropped_total: AtomicU64,
+    /// Set when `shutdown` gave up waiting and counted every unwritten row as dropped: the
+    /// writer, possibly still inside a database call, then counts nothing more. The lock
+    /// makes that hand-over exact (no row counted twice, none forgotten).
+    abandoned: Mutex<bool>,
 }
 
 impl Shared {
@@ -66,6 +70,31 @@ impl Shared {
         {
             let count = self.dropped_since_warn.swap(0, Ordering::Relaxed);
             tracing::warn!(dropped = count, reason = why, "request log rows dropped");
+        }
+    }
+
+    /// Runs the writer's accounting for rows it finished with, unless `shutdown` already
+    /// counted them.
+    fn account(&self, f: impl FnOnce(&Self)) {
+        let abandoned = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+        if !*abandoned {
+            f(self);
+        }
+    }
+
+    /// Counts every row not yet written as dropped and stops the writer's own counting.
+    fn abandon(&self) {
+        let mut abandoned = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+        if !*abandoned {
+            *abandoned = true;
+            let left = self.metrics.log_queue_depth.get();
+            if left > 0 {
+                self.metrics.log_queue_depth.sub(left);
+                self.dropped(
+                    left as u64,
+                    "log writer still busy at the end of the shutdown grace",
+                );
+            }
         }
     }
 
@@ -157,11 +186,17 @@ impl LogSink {
         let waited = tokio::time::timeout(grace + Duration::from_secs(1), done.wait_for(|d| *d));
         let finished = matches!(waited.await, Ok(Ok(_)));
         let left = self.shared.metrics.log_queue_depth.get();
-        if !finished && left > 0 {
-            tracing::error!(
-                rows = left,
-                "log writer still busy at the end of the shutdown grace; these rows may be lost"
-            );
+        if !finished {
+            // A database call that began before the shutdown may still be waiting for a
+            // connection (up to `ATTEMPT_MAX`); the grace is the promise, so what is
+            // unwritten now is lost and counted.
+            if left > 0 {
+                tracing::error!(
+                    rows = left,
+                    "log writer still busy at the end of the shutdown grace; these rows are lost"
+                );
+            }
+            self.shared.abandon();
         }
         let lost = self.shared.dropped_total.load(Ordering::Relaxed) > dropped_before;
         finished && left == 0 && !lost
@@ -190,6 +225,7 @@ impl LogWriter {
             last_warn_ms: AtomicU64::new(0),
             dropped_since_warn: AtomicU64::new(0),
             dropped_total: AtomicU64::new(0),
+            abandoned: Mutex::new(false),
         });
         let writer = Writer {
             store,
@@ -289,9 +325,11 @@ impl Writer {
         let mut failures = 0u32;
         loop {
             if self.gave_up {
-                self.shared
-                    .dropped(n as u64, "database unreachable at shutdown");
-                break;
+                self.shared.account(|s| {
+                    s.metrics.log_queue_depth.sub(n);
+                    s.dropped(n as u64, "database unreachable at shutdown");
+                });
+                return;
             }
             let budget = self.shared.attempt_budget();
             let written = self
@@ -328,7 +366,7 @@ impl Writer {
                 }
             }
         }
-        self.shared.metrics.log_queue_depth.sub(n);
+        self.shared.account(|s| s.metrics.log_queue_depth.sub(n));
     }
 
     fn write_one_by_one(&self, rows: &[LogRow]) {
@@ -336,7 +374,8 @@ impl Writer {
             let one = std::slice::from_ref(row);
             if let Err(e) = self.store.blocking(|c| logs::insert_batch(c, one)) {
                 tracing::error!(error = %e, request_id = %row.request_id, "log row refused");
-                self.shared.dropped(1, "database refused the row");
+                self.shared
+                    .account(|s| s.dropped(1, "database refused the row"));
             }
         }
     }

@@ -628,6 +628,36 @@ fn postgres_down_at_shutdown_counts_rows_as_dropped() {
     assert_eq!(metrics.log_queue_depth.get(), 0);
 }
 
+/// The writer may already be inside a database call with its full budget when shutdown
+/// begins (the first row arrived before); the grace still bounds the shutdown and every
+/// unwritten row is counted once.
+#[test]
+fn postgres_down_before_shutdown_counts_rows_in_flight_as_dropped() {
+    let Some(env) = pg_env() else { return };
+    let server = env.pg().expect("postgres env");
+    let store = env.store();
+    let metrics = Arc::new(Metrics::new());
+    let sink = LogWriter::start(store.clone(), metrics.clone(), &logging(1_000));
+    server.stop().expect("stop postgres");
+    sink.submit(record("first", "alice", "m", 200));
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..49 {
+        sink.submit(record(&format!("lost-{i}"), "alice", "m", 200));
+    }
+    let drained = rt().block_on(sink.shutdown(Duration::from_millis(500)));
+    assert!(!drained);
+    assert_eq!(
+        metrics.log_dropped.get(),
+        50,
+        "every unwritten row is counted"
+    );
+    assert_eq!(metrics.log_queue_depth.get(), 0);
+    // The writer's own call ends later; it must not count those rows again.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(metrics.log_dropped.get(), 50, "no row counted twice");
+    assert_eq!(metrics.log_queue_depth.get(), 0);
+}
+
 #[test]
 fn postgres_down_auth_serves_cached_users_and_fails_closed() {
     let Some(env) = pg_env() else { return };
