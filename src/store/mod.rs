@@ -30,8 +30,7 @@ pub enum DbConnection {
     Pg(diesel::PgConnection),
 }
 
-// Embedded when this file compiles: cargo does not notice a new migration directory, so
-// adding one means touching this file.
+// Embedded at compile time; build.rs makes cargo rebuild when `migrations/` changes.
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 /// Key of the Postgres advisory lock held while migrating ("corral" in ASCII).
