@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{ErrorKind, GatewayError};
+use crate::ir::ToolCall;
 
 pub(crate) type Obj = Map<String, Value>;
 
@@ -274,4 +275,23 @@ pub(crate) fn push_line(buf: &mut String, s: &str) {
         buf.push('\n');
     }
     buf.push_str(s);
+}
+
+/// A tool call as Ollama and OpenAI both send it: `{"id"?, "function": {"name", "arguments"}}`,
+/// `arguments` an object or a JSON string.
+pub(crate) fn decode_tool_call(v: Value, at: &str) -> Result<ToolCall, GatewayError> {
+    let mut c = into_obj(v, at)?;
+    let id = take_str(&mut c, "id", at)?.unwrap_or_default();
+    let fat = path(at, "function");
+    let mut f = take_obj(&mut c, "function", at)?.ok_or_else(|| missing(at, "function"))?;
+    let name = req_str(&mut f, "name", &fat)?;
+    let arguments = arguments_from_value(
+        f.remove("arguments").unwrap_or(Value::Null),
+        &path(&fat, "arguments"),
+    )?;
+    Ok(ToolCall {
+        id,
+        name,
+        arguments,
+    })
 }

@@ -12,8 +12,7 @@ use crate::dialect::wire::{self, Obj};
 use crate::error::GatewayError;
 use crate::ir::{
     CallLedger, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Image, Message,
-    ResponseFormat, Role, StopReason, StreamEvent, Think, ThinkLevel, Tool, ToolCall, Usage,
-    new_call_id,
+    ResponseFormat, Role, StopReason, StreamEvent, Think, ThinkLevel, Tool, Usage, new_call_id,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -206,7 +205,7 @@ fn decode_message(mut m: Obj, at: &str, ledger: &mut CallLedger) -> Result<Messa
     if let Some(calls) = wire::take_array(&mut m, "tool_calls", at)? {
         let cat = wire::path(at, "tool_calls");
         for (j, c) in calls.into_iter().enumerate() {
-            let mut call = decode_tool_call(c, &wire::index(&cat, j))?;
+            let mut call = wire::decode_tool_call(c, &wire::index(&cat, j))?;
             ledger.record(&mut call);
             msg.tool_calls.push(call);
         }
@@ -231,24 +230,6 @@ fn decode_message(mut m: Obj, at: &str, ledger: &mut CallLedger) -> Result<Messa
         msg.tool_name = Some(name);
     }
     Ok(msg)
-}
-
-fn decode_tool_call(v: Value, at: &str) -> Result<ToolCall, GatewayError> {
-    let mut c = wire::into_obj(v, at)?;
-    let id = wire::take_str(&mut c, "id", at)?.unwrap_or_default();
-    let fat = wire::path(at, "function");
-    let mut f =
-        wire::take_obj(&mut c, "function", at)?.ok_or_else(|| wire::missing(at, "function"))?;
-    let name = wire::req_str(&mut f, "name", &fat)?;
-    let arguments = wire::arguments_from_value(
-        f.remove("arguments").unwrap_or(Value::Null),
-        &wire::path(&fat, "arguments"),
-    )?;
-    Ok(ToolCall {
-        id,
-        name,
-        arguments,
-    })
 }
 
 /// Decodes OpenAI-style function tool definitions (shared by Ollama and OpenAI clients).
@@ -533,6 +514,7 @@ mod tests {
     use crate::dialect::ollama::{
         encode_embed, needs_escape, parse_embed_response, parse_response,
     };
+    use crate::ir::ToolCall;
 
     fn lines(frames: &[Bytes]) -> Vec<Value> {
         frames

@@ -14,7 +14,7 @@ use crate::error::GatewayError;
 use crate::ir::{
     CallLedger, ChatRequest, ChatResponse, EmbedEncoding, EmbedRequest, EmbedResponse, Image,
     Message, ModelEntry, ResponseFormat, Role, StopReason, StreamEvent, Think, ThinkLevel,
-    ToolCall, ToolChoice, Usage, new_call_id, random_id,
+    ToolChoice, Usage, new_call_id, random_id,
 };
 
 /// A fresh `chatcmpl-...` id for a response.
@@ -254,7 +254,7 @@ fn decode_message(mut m: Obj, at: &str, ledger: &mut CallLedger) -> Result<Messa
         if let Some(calls) = wire::take_array(&mut m, "tool_calls", at)? {
             let tat = wire::path(at, "tool_calls");
             for (j, c) in calls.into_iter().enumerate() {
-                let mut call = decode_tool_call(c, &wire::index(&tat, j))?;
+                let mut call = wire::decode_tool_call(c, &wire::index(&tat, j))?;
                 ledger.record(&mut call);
                 msg.tool_calls.push(call);
             }
@@ -330,24 +330,6 @@ fn decode_assistant_content(v: Value, at: &str) -> Result<String, GatewayError> 
         wire::push_line(&mut text, &t);
     }
     Ok(text)
-}
-
-fn decode_tool_call(v: Value, at: &str) -> Result<ToolCall, GatewayError> {
-    let mut c = wire::into_obj(v, at)?;
-    let id = wire::take_str(&mut c, "id", at)?.unwrap_or_default();
-    let fat = wire::path(at, "function");
-    let mut f =
-        wire::take_obj(&mut c, "function", at)?.ok_or_else(|| wire::missing(at, "function"))?;
-    let name = wire::req_str(&mut f, "name", &fat)?;
-    let arguments = wire::arguments_from_value(
-        f.remove("arguments").unwrap_or(Value::Null),
-        &wire::path(&fat, "arguments"),
-    )?;
-    Ok(ToolCall {
-        id,
-        name,
-        arguments,
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -746,6 +728,7 @@ pub fn models_list(models: &[ModelEntry]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::ToolCall;
 
     fn chunks(frames: &[Bytes]) -> Vec<Value> {
         frames
