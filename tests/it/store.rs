@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{App, test as atest, web};
 use chrono::Utc;
-use corral::actors::log_writer::{LogWriter, RequestRecord};
+use corral::actors::log_writer::{LogSink, LogWriter, RequestRecord};
 use corral::auth::{Authenticator, require_admin};
 use corral::config::{AuthConfig, DatabaseConfig, LoggingConfig};
 use corral::error::ErrorKind;
@@ -607,14 +607,19 @@ fn retention_prunes_old_rows_keeps_aggregates_longer(env: Env) {
 }
 both!(retention_prunes_old_rows_keeps_aggregates_longer);
 
+/// A log writer on a Postgres that has just been stopped, and its metrics.
+fn writer_on_stopped_postgres(env: &Env) -> (LogSink, Arc<Metrics>) {
+    let server = env.pg().expect("postgres env");
+    let metrics = Arc::new(Metrics::new());
+    let sink = LogWriter::start(env.store(), metrics.clone(), &logging(1_000));
+    server.stop().expect("stop postgres");
+    (sink, metrics)
+}
+
 #[test]
 fn postgres_down_at_shutdown_counts_rows_as_dropped() {
     let Some(env) = pg_env() else { return };
-    let server = env.pg().expect("postgres env");
-    let store = env.store();
-    let metrics = Arc::new(Metrics::new());
-    let sink = LogWriter::start(store.clone(), metrics.clone(), &logging(1_000));
-    server.stop().expect("stop postgres");
+    let (sink, metrics) = writer_on_stopped_postgres(&env);
     for i in 0..50 {
         sink.submit(record(&format!("lost-{i}"), "alice", "m", 200));
     }
@@ -634,11 +639,7 @@ fn postgres_down_at_shutdown_counts_rows_as_dropped() {
 #[test]
 fn postgres_down_before_shutdown_counts_rows_in_flight_as_dropped() {
     let Some(env) = pg_env() else { return };
-    let server = env.pg().expect("postgres env");
-    let store = env.store();
-    let metrics = Arc::new(Metrics::new());
-    let sink = LogWriter::start(store.clone(), metrics.clone(), &logging(1_000));
-    server.stop().expect("stop postgres");
+    let (sink, metrics) = writer_on_stopped_postgres(&env);
     sink.submit(record("first", "alice", "m", 200));
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..49 {
